@@ -1,0 +1,47 @@
+"""The `vistune` command: a thin layer that parses arguments and calls one library function per command.
+
+Each room owns its commands in its own `cli.py` with a `register(subparsers)` function; this file only
+lists the rooms, so adding a command never touches another room's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from vistune import __version__
+
+# Modules that define `register(subparsers)`, in the order their commands appear in `vistune --help`.
+COMMAND_MODULES = [
+    "vistune.model.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vistune",
+        description="LLaVA-style visual instruction tuning: compose, align, instruct, evaluate, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"vistune {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""LoRA / QLoRA through PEFT, on the language model only.
+
+Targets are resolved inside `model.language_model` (never the vision tower, the projector or lm_head).
+The projector trains as full weights and is saved beside the adapter, not inside it: vLLM refuses
+adapters that carry `modules_to_save`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+_LLM_PREFIX = "model.language_model."
+
+
+@dataclass
+class LoraSettings:
+    r: int = 128  # LLaVA-1.5 LoRA recipe
+    alpha: int = 256
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # leaf names (e.g. q_proj); None = every linear layer of the LLM
+    extra: dict = field(default_factory=dict)  # passed to peft.LoraConfig as is (e.g. use_rslora)
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    if isinstance(module, torch.nn.Linear):
+        return True
+    try:
+        import bitsandbytes as bnb
+
+        return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+    except ImportError:
+        return False
+
+
+def llm_linear_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of the linear layers inside the language model (q_proj, ..., down_proj)."""
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name.startswith(_LLM_PREFIX) and _is_linear(module)
+    }
+    if not names:
+        raise ValueError("found no linear layer under model.language_model: is this a LLaVA model?")
+    return sorted(names)
+
+
+def lora_target_regex(model: torch.nn.Module, target_modules: list[str] | None = None) -> str:
+    """A PEFT target regex that matches the chosen leaf names inside the language model only."""
+    available = llm_linear_names(model)
+    chosen = target_modules or available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ValueError(f"LoRA target modules {unknown} are not linear layers of the LLM (have {available})")
+    return rf"{re.escape(_LLM_PREFIX)}.*\.({'|'.join(map(re.escape, chosen))})"
+
+
+def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False):
+    """Wraps a composed Llava model in a PeftModel; for a 4-bit LLM, prepares it for k-bit training first."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    settings = settings or LoraSettings()
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=lora_target_regex(model, settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+        **settings.extra,
+    )
+    return get_peft_model(model, config)

@@ -1,0 +1,90 @@
+"""What trains in each stage, and a table that shows it.
+
+align: projector only. instruct: LoRA/QLoRA adapters + projector, or (full) LLM + projector.
+The vision tower stays frozen unless `train_vision` asks otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+STAGES = ("align", "instruct")
+METHODS = ("lora", "qlora", "full")
+
+# Component of each parameter, read from its name inside LlavaForConditionalGeneration (PEFT-wrapped or not).
+_COMPONENTS = (
+    ("vision_tower", "vision"),
+    ("multi_modal_projector", "projector"),
+    ("lora_", "lora"),
+    ("language_model", "llm"),
+    ("lm_head", "llm"),
+)
+
+
+def component_of(param_name: str) -> str:
+    for marker, component in _COMPONENTS:
+        if marker in param_name:
+            return component
+    return "other"
+
+
+def apply_stage_policy(model: torch.nn.Module, stage: str, method: str = "lora", train_vision: bool = False) -> None:
+    """Sets requires_grad for `stage` / `method`. LoRA adapters must already be attached for lora/qlora."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    trainable = {"projector"}
+    if train_vision:
+        trainable.add("vision")
+    if stage == "instruct":
+        trainable.add("lora" if method in ("lora", "qlora") else "llm")
+    for name, param in model.named_parameters():
+        param.requires_grad = component_of(name) in trainable and param.is_floating_point()
+
+
+@dataclass
+class ParamCount:
+    trainable: int = 0
+    frozen: int = 0
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, ParamCount]:
+    """Trainable / frozen parameter counts per component (4-bit weights counted as their real elements)."""
+    counts: dict[str, ParamCount] = {}
+    for name, param in model.named_parameters():
+        n = param.numel()
+        if hasattr(param, "quant_state") or param.dtype == torch.uint8:  # bitsandbytes packs 2 weights a byte
+            n *= 2
+        if hasattr(param, "ds_numel"):  # DeepSpeed ZeRO-3 partitions: count the full tensor
+            n = param.ds_numel
+        entry = counts.setdefault(component_of(name), ParamCount())
+        if param.requires_grad:
+            entry.trainable += n
+        else:
+            entry.frozen += n
+    return counts
+
+
+def format_parameter_table(counts: dict[str, ParamCount]) -> str:
+    rows = [("component", "trainable", "frozen", "% trainable")]
+    total = ParamCount()
+    for name in ("vision", "projector", "llm", "lora", "other"):
+        if name not in counts:
+            continue
+        c = counts[name]
+        total.trainable += c.trainable
+        total.frozen += c.frozen
+        rows.append((name, f"{c.trainable:,}", f"{c.frozen:,}", _pct(c)))
+    rows.append(("total", f"{total.trainable:,}", f"{total.frozen:,}", _pct(total)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _pct(c: ParamCount) -> str:
+    total = c.trainable + c.frozen
+    return f"{100 * c.trainable / total:.2f}" if total else "0.00"
