@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny model parts built once per test session, in a temporary cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vistune_cache(tmp_path_factory):
+    """Every preset built by a test lands in one temporary cache (shared by subprocesses via the env)."""
+    cache = tmp_path_factory.mktemp("vistune-cache")
+    old = os.environ.get("VISTUNE_CACHE")
+    os.environ["VISTUNE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("VISTUNE_CACHE", None)
+    else:
+        os.environ["VISTUNE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(_vistune_cache):
+    """(vision_dir, llm_dir): a tiny CLIP vision checkpoint and a tiny Llama + tokenizer, saved to disk."""
+    from vistune.model import ensure_tiny_parts
+
+    return ensure_tiny_parts()
+
+
+@pytest.fixture()
+def tiny_llava(tiny_parts):
+    """A freshly composed tiny (model, processor) in fp32."""
+    from vistune.model import build_llava
+
+    vision, llm = tiny_parts
+    return build_llava(str(vision), str(llm))
