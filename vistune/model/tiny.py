@@ -65,7 +65,7 @@ def train_tiny_tokenizer(spec: TinySpec, extra_text: list[str] | None = None):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
+        special_tokens=["<s>", "</s>", "<unk>"],  # eos != 2: CLIP text pooling treats id 2 as legacy
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
