@@ -34,6 +34,9 @@ _CORPUS_LINES = [
 ]
 
 
+_RECIPE_VERSION = 2  # bump when the tokenizer or the parts' construction changes
+
+
 @dataclass
 class TinySpec:
     """Sizes of the tiny parts; the defaults build in about a second on a laptop CPU."""
@@ -52,7 +55,9 @@ class TinySpec:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """Cache key: the sizes plus the build recipe's version, so a changed recipe never reuses old parts."""
+        blob = json.dumps({**asdict(self), "recipe": _RECIPE_VERSION}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def train_tiny_tokenizer(spec: TinySpec, extra_text: list[str] | None = None):
