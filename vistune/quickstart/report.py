@@ -1,0 +1,126 @@
+"""The quickstart's results for a person: plots, a markdown report and the closing terminal table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_losses(log_jsonl: str | Path) -> tuple[list[int], list[float]]:
+    """(steps, losses) from a training log.jsonl (lines with a 'loss' field; others are skipped)."""
+    steps, losses = [], []
+    path = Path(log_jsonl)
+    if not path.exists():
+        return steps, losses
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in row and "step" in row:
+            steps.append(int(row["step"]))
+            losses.append(float(row["loss"]))
+    return steps, losses
+
+
+def plot_losses(curves: dict[str, tuple[list[int], list[float]]], out_dir: Path) -> list[Path]:
+    """One PNG per phase (loss_<phase>.png) plus all phases side by side (loss_curves.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    curves = {k: v for k, v in curves.items() if v[0]}
+    for phase, (steps, losses) in curves.items():
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(steps, losses, lw=1.2)
+        ax.set(title=f"{phase}: training loss", xlabel="step", ylabel="loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"loss_{phase}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
+        for ax, (phase, (steps, losses)) in zip(axes[0], curves.items()):
+            ax.plot(steps, losses, lw=1.2)
+            ax.set(title=phase, xlabel="step", ylabel="loss")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / "loss_curves.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_accuracy(accuracy: dict[str, dict[str, float]], chance: dict[str, float], out_dir: Path) -> Path:
+    """Grouped bars: held-out accuracy per question type after each stage, with the chance level marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    types = [t for t in chance if t != "overall"] + ["overall"]
+    stages = list(accuracy)
+    width = 0.8 / max(1, len(stages))
+    fig, ax = plt.subplots(figsize=(1.6 * len(types) + 2, 3.6))
+    for i, stage in enumerate(stages):
+        xs = [j + (i - (len(stages) - 1) / 2) * width for j in range(len(types))]
+        ax.bar(xs, [accuracy[stage].get(t, 0.0) for t in types], width, label=stage)
+    for j, t in enumerate(types):
+        ax.hlines(chance.get(t, 0.0), j - 0.45, j + 0.45, colors="k", linestyles="dashed", lw=1)
+    ax.set_xticks(range(len(types)), types)
+    ax.set(ylim=(0, 1.05), ylabel="held-out accuracy", title="accuracy per question type (dashed: chance)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def closing_table(summary: dict) -> str:
+    """The terminal table: accuracy per question type after each stage, chance, and wall time per phase."""
+    acc, chance = summary["accuracy"], summary["chance"]
+    stages = list(acc)
+    types = [t for t in chance if t != "overall"] + ["overall"]
+    header = ["question type", "chance", *stages]
+    rows = [[t, f"{chance.get(t, 0):.2f}", *(f"{acc[s].get(t, 0):.2f}" for s in stages)] for t in types]
+    lines = _table(header, rows)
+    times = summary["wall_seconds"]
+    lines += ["", *_table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in times.items()])]
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(header), "-" * len(fmt(header)), *map(fmt, rows)]
+
+
+def write_report(summary: dict, out_dir: Path, plots: list[Path]) -> Path:
+    """report.md: what ran, the closing table, the plots embedded, and where every artifact is."""
+    lines = [
+        "# vistune quickstart report",
+        "",
+        f"Preset `{summary['preset']}`{' (fast run)' if summary.get('fast') else ''}: a tiny CLIP pretrained "
+        "contrastively and a tiny LLM pretrained on the synthetic shapes text, composed into a "
+        "`LlavaForConditionalGeneration`, aligned (stage 1, projector only) and instruction-tuned "
+        "(stage 2, LoRA + projector), then evaluated on held-out questions after each stage.",
+        "",
+        "```",
+        closing_table(summary),
+        "```",
+        "",
+    ]
+    for plot in plots:
+        lines += [f"![{plot.stem}]({plot.relative_to(out_dir).as_posix()})", ""]
+    lines += ["## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in summary["artifacts"].items()]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
