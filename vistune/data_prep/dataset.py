@@ -1,0 +1,71 @@
+"""The training dataset: records tokenised up front (bad ones skipped and reported), images loaded lazily.
+
+A sample whose image fails to load comes back as None with the reason logged; `DataCollator` drops it,
+so one broken file never stops a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from vistune.data_prep.images import ImageTransform, load_image
+from vistune.data_prep.records import Record, RecordError
+from vistune.data_prep.skips import SkipLog
+from vistune.data_prep.templates import Template
+from vistune.data_prep.tokenize import TokenizedRecord, tokenize_record
+
+
+class VisualInstructDataset(Dataset):
+    """Items: {"id", "input_ids", "labels", "pixel_values" [n_images, 3, H, W]} or None (image failed)."""
+
+    def __init__(self, records: list[Record], processor, template: Template, *, image_root: str | Path,
+                 num_image_tokens: int, max_length: int, aspect: str = "pad", skips: SkipLog | None = None,
+                 source: str = "-"):
+        self.processor = processor
+        self.image_root = Path(image_root)
+        self.transform = ImageTransform(processor.image_processor, aspect)
+        self.skips = skips if skips is not None else SkipLog()
+        self.source = source
+        self.records: list[Record] = []
+        self.tokenized: list[TokenizedRecord] = []
+        for record in records:
+            try:
+                tok = tokenize_record(record, processor.tokenizer, template,
+                                      num_image_tokens=num_image_tokens, max_length=max_length)
+            except RecordError as err:
+                self.skips.add(id=record.id, source=source, problem=err.problem, reason=str(err),
+                               stage="tokenize", field=err.field)
+                continue
+            self.records.append(record)
+            self.tokenized.append(tok)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def lengths(self) -> list[int]:
+        """LLaVA modality lengths: +tokens for records with images, -tokens for text-only records."""
+        return [len(t.input_ids) if t.num_images else -len(t.input_ids) for t in self.tokenized]
+
+    def __getitem__(self, i: int) -> dict | None:
+        record, tok = self.records[i], self.tokenized[i]
+        try:
+            pixel_values = self.pixel_values(record)
+        except RecordError as err:
+            self.skips.add(id=record.id, source=self.source, problem=err.problem, reason=str(err), stage="image")
+            return None
+        return {
+            "id": record.id,
+            "input_ids": torch.tensor(tok.input_ids, dtype=torch.long),
+            "labels": torch.tensor(tok.labels, dtype=torch.long),
+            "pixel_values": pixel_values,
+        }
+
+    def pixel_values(self, record: Record) -> torch.Tensor:
+        root = record.image_root or self.image_root
+        if not record.images:
+            return torch.zeros((0, 3, *self.transform.size), dtype=torch.float32)
+        return torch.stack([self.transform(load_image(path, root)) for path in record.images])

@@ -1,0 +1,102 @@
+"""Tokenising one record: ids, labels that supervise exactly the reply spans, image-token expansion, truncation.
+
+The rendered text is tokenised once with character offsets; a token is supervised when its characters
+overlap a reply span (so a reply's first token may carry the separator space before it, as LLaVA's
+tokenisation does). No substring is re-tokenised and no offset is subtracted.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+
+from vistune import IGNORE_INDEX, IMAGE_TOKEN
+from vistune.data_prep.records import Record, RecordError
+from vistune.data_prep.templates import Rendered, Template
+
+
+@dataclass
+class TokenizedRecord:
+    input_ids: list[int]  # with each `<image>` expanded to num_image_tokens image-token ids
+    labels: list[int]  # the token id where supervised, IGNORE_INDEX elsewhere
+    num_images: int  # images the ids hold (each as num_image_tokens tokens)
+    turns_kept: int  # assistant turns kept after truncation
+    turns_total: int  # assistant turns in the record
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+    @property
+    def truncated(self) -> bool:
+        return self.turns_kept < self.turns_total
+
+
+def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_tokens: int,
+                    max_length: int) -> TokenizedRecord:
+    """Raises RecordError (too_long, no_supervised_tokens, tokenization) when the record cannot be used."""
+    rendered = template.render(record, tokenizer)
+    ids, offsets = _encode(rendered.text, tokenizer)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    found = ids.count(image_id)
+    if found != len(record.images):
+        raise RecordError("tokenization", f"the rendered text holds {found} image token(s) for "
+                          f"{len(record.images)} image(s)")
+    supervised = _supervised_mask(offsets, rendered.spans)
+    cut, kept = _truncation_point(ids, offsets, rendered, image_id, num_image_tokens, max_length)
+    if kept == 0:
+        raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
+                          f"({_expanded_length(ids, image_id, num_image_tokens)} in all)")
+    input_ids, labels = [], []
+    for tok, sup in zip(ids[:cut], supervised[:cut], strict=True):
+        if tok == image_id:
+            input_ids += [image_id] * num_image_tokens
+            labels += [IGNORE_INDEX] * num_image_tokens
+        else:
+            input_ids.append(tok)
+            labels.append(tok if sup else IGNORE_INDEX)
+    result = TokenizedRecord(input_ids, labels, len(record.images), kept, len(rendered.spans))
+    if result.num_supervised == 0:
+        raise RecordError("no_supervised_tokens", "no token is supervised after templating and truncation")
+    return result
+
+
+def _encode(text: str, tokenizer) -> tuple[list[int], list[tuple[int, int]]]:
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))  # the template wrote the BOS itself
+    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _supervised_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    starts = [s for s, _ in spans]
+    mask = []
+    for a, b in offsets:
+        if b <= a:  # zero-width: special tokens added by the tokenizer itself (BOS)
+            mask.append(False)
+            continue
+        k = bisect_left(starts, b) - 1  # the last span starting before this token ends
+        mask.append(k >= 0 and spans[k][1] > a)
+    return mask
+
+
+def _truncation_point(ids, offsets, rendered: Rendered, image_id: int, n_img: int, max_length: int):
+    """(number of raw tokens to keep, assistant turns kept): whole exchanges only, never inside images."""
+    lengths = [n_img if t == image_id else 1 for t in ids]
+    total = 0
+    cumulative = []
+    for n in lengths:
+        total += n
+        cumulative.append(total)
+    if total <= max_length:
+        return len(ids), len(rendered.spans)
+    for kept in range(len(rendered.exchange_ends), 0, -1):
+        end = rendered.exchange_ends[kept - 1]
+        cut = next((i for i, (a, b) in enumerate(offsets) if b > a and a >= end), len(ids))
+        if cut and cumulative[cut - 1] <= max_length:
+            return cut, kept
+    return 0, 0
+
+
+def _expanded_length(ids: list[int], image_id: int, n_img: int) -> int:
+    return sum(n_img if t == image_id else 1 for t in ids)
