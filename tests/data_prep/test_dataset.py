@@ -1,0 +1,83 @@
+"""Dataset, collator and sampler: what the training room gets per item and per batch."""
+
+from __future__ import annotations
+
+import torch
+from data_fixtures import llava, write_json
+
+from vistune import IGNORE_INDEX
+from vistune.data_prep import (
+    DataCollator,
+    LengthGroupedSampler,
+    SkipLog,
+    VisualInstructDataset,
+    get_template,
+    load_records,
+)
+
+
+def make_dataset(tmp_path, image_root, processor, max_length=200):
+    data = [
+        llava("img", "a.png", ("What colour?", "red")),
+        llava("text", None, ("Say hi", "hi")),
+        llava("two", ["a.png", "b.png"], ("Compare", "different")),
+        llava("gone", "missing.png", ("What colour?", "red")),
+        llava("long", "a.png", ("x " * 300, "y")),
+    ]
+    skips = SkipLog()
+    records = load_records(write_json(tmp_path / "d.json", data), skips=skips)
+    ds = VisualInstructDataset(records, processor, get_template("vicuna_v1"), image_root=image_root,
+                               num_image_tokens=16, max_length=max_length, skips=skips)
+    return ds, skips
+
+
+def test_items_and_skips(tmp_path, image_root, tiny_processor):
+    ds, skips = make_dataset(tmp_path, image_root, tiny_processor)
+    assert [r.id for r in ds.records] == ["img", "text", "two", "gone"]
+    assert [(s.id, s.stage, s.problem) for s in skips] == [("long", "tokenize", "too_long")]
+    item = ds[0]
+    assert item["id"] == "img" and item["pixel_values"].shape == (1, 3, 32, 32)
+    assert item["input_ids"].shape == item["labels"].shape and item["input_ids"].dtype == torch.long
+    assert ds[1]["pixel_values"].shape == (0, 3, 32, 32)
+    assert ds[2]["pixel_values"].shape == (2, 3, 32, 32)
+    assert ds[3] is None and skips.items[-1].problem == "missing_image" and skips.items[-1].stage == "image"
+    lengths = ds.lengths
+    assert lengths[0] == len(ds[0]["input_ids"]) > 0 and lengths[1] == -len(ds[1]["input_ids"])
+
+
+def test_collator_pads_right_and_concatenates_images(tmp_path, image_root, tiny_processor):
+    ds, _ = make_dataset(tmp_path, image_root, tiny_processor)
+    pad = tiny_processor.tokenizer.pad_token_id
+    samples = [ds[0], ds[1], ds[3], ds[2]]
+    batch = DataCollator(pad)(samples)
+    assert batch["ids"] == ["img", "text", "two"]
+    longest = max(len(s["input_ids"]) for s in samples if s)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, longest)
+    n = len(ds[1]["input_ids"])
+    assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (longest - n)
+    assert (batch["labels"][1, n:] == IGNORE_INDEX).all() and (batch["input_ids"][1, n:] == pad).all()
+    assert torch.equal(batch["pixel_values"][0], ds[0]["pixel_values"][0])
+    assert torch.equal(batch["pixel_values"][1:], ds[2]["pixel_values"])
+    left = DataCollator(pad, padding_side="left")([ds[0], ds[1]])
+    assert left["attention_mask"][1, -1] == 1 and left["attention_mask"][1, 0] == 0
+
+
+def test_text_only_batch_has_no_pixel_values(tmp_path, image_root, tiny_processor):
+    ds, _ = make_dataset(tmp_path, image_root, tiny_processor)
+    batch = DataCollator(0)([ds[1], None])
+    assert "pixel_values" not in batch and batch["ids"] == ["text"]
+
+
+def test_sampler_groups_modalities_and_is_deterministic():
+    lengths = [10, -5, 30, -7, 20, 40, -9, 15, 25, -3, 35, 12]
+    sampler = LengthGroupedSampler(lengths, batch_size=2, world_size=2, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(lengths)))
+    assert order == list(LengthGroupedSampler(lengths, batch_size=2, world_size=2, seed=3))
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+    full = [order[k:k + 4] for k in range(0, 8, 4)]  # the full megabatches come first
+    for chunk in full:
+        signs = {lengths[i] > 0 for i in chunk}
+        assert len(signs) == 1  # one modality per megabatch
+        assert [abs(lengths[i]) for i in chunk] == sorted((abs(lengths[i]) for i in chunk), reverse=True)

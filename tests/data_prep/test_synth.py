@@ -1,0 +1,37 @@
+"""The synthetic shapes dataset: deterministic, consistent answers, readable by the same path as user data."""
+
+from __future__ import annotations
+
+import json
+
+from vistune.data_prep import SkipLog, load_image, load_records, synthesize
+from vistune.data_prep.synth import COLOURS, SHAPES
+
+
+def test_synth_files_counts_and_determinism(tmp_path):
+    a = synthesize(tmp_path / "a", n=60, seed=1)
+    b = synthesize(tmp_path / "b", n=60, seed=1)
+    for name in ("align", "instruct", "heldout"):
+        assert a[name].read_text() == b[name].read_text()
+    assert (tmp_path / "a/images/train_000007.png").read_bytes() == (tmp_path / "b/images/train_000007.png").read_bytes()
+    assert synthesize(tmp_path / "c", n=60, seed=2)["instruct"].read_text() != a["instruct"].read_text()
+    skips = SkipLog()
+    align = load_records(a["align"], skips=skips)
+    instruct = load_records(a["instruct"], skips=skips)
+    heldout = json.loads(a["heldout"].read_text())
+    assert len(skips) == 0 and len(align) == 60 and len(instruct) >= 60 and len(heldout) == 40
+    assert any(not r.images for r in instruct) and all(len(r.turns) >= 4 for r in instruct if r.images)
+    assert {h["question_type"] for h in heldout} == {"colour", "shape", "count", "position"}
+    for h in heldout:
+        assert h["answer"] == h["conversations"][1]["value"] and " " not in h["answer"]
+
+
+def test_answers_match_the_pixels(tmp_path):
+    paths = synthesize(tmp_path, n=30, seed=0)
+    for h in json.loads(paths["heldout"].read_text()):
+        img = load_image(h["image"], tmp_path)
+        colours = {c for _, c in img.getcolors(1 << 16)} - {(255, 255, 255)}
+        if h["question_type"] == "colour":
+            assert COLOURS[h["answer"]] in colours
+        if h["question_type"] == "shape":
+            assert h["answer"] in SHAPES
