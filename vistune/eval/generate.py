@@ -1,0 +1,156 @@
+"""Batched generation from a trained LLaVA: prompts rendered by the training template, images by its transform.
+
+Prompts are left-padded so every row's answer starts at the same column; generation stops at the
+template's end-of-turn token (and the answer is cut at its end-of-turn text), greedy unless a temperature
+is given. One image per question, placed as in training (front of the first user turn).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vistune import IMAGE_TOKEN
+from vistune.eval.items import EvalItem
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 16  # answer length limit (benchmarks want a word or a letter)
+    temperature: float = 0.0  # 0 = greedy decoding; > 0 samples
+    top_p: float = 1.0  # nucleus sampling (only when sampling)
+    batch_size: int = 8  # questions per generate() call
+    seed: int = 0  # sampling seed
+
+
+class Generator:
+    """Answers `EvalItem`s (or chat turns) with a LlavaForConditionalGeneration + its processor."""
+
+    def __init__(self, model, processor, template: str = "auto", *, image_root: str | Path = ".",
+                 aspect: str = "pad", settings: GenerationSettings | None = None):
+        from vistune.data_prep import ImageTransform, get_template
+
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.template = get_template(template)
+        self.transform = ImageTransform(processor.image_processor, aspect)
+        self.image_root = Path(image_root)
+        self.settings = settings or GenerationSettings()
+        self.num_image_tokens = int(_llava_config(model).image_seq_length)
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.end_of_turn = _end_of_turn_text(self.template, self.tokenizer)
+        self.stop_ids = self._stop_ids()
+
+    # -- prompts ----------------------------------------------------------------------------------------
+    def render(self, messages: Sequence[tuple[str, str]], num_images: int, system: str | None = None) -> str:
+        """The generation prompt for (role, text) turns ending with a user turn."""
+        from vistune.data_prep import Record, Turn
+
+        record = Record(id="prompt", images=["image"] * num_images, turns=[Turn(r, t) for r, t in messages],
+                        system=system)
+        return self.template.prompt(record, self.tokenizer)
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids as training builds them: one tokenisation, then each image token expanded in place."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        ids = self.tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
+        out: list[int] = []
+        for tok in ids:
+            out += [tok] * self.num_image_tokens if tok == self.image_token_id else [tok]
+        return out
+
+    def image(self, item: EvalItem) -> Image.Image | None:
+        from vistune.data_prep import load_image
+        from vistune.data_prep.images import to_rgb
+
+        if item.image_b64:
+            return to_rgb(Image.open(io.BytesIO(base64.b64decode(item.image_b64))))
+        return load_image(item.image, self.image_root) if item.image else None
+
+    # -- generation -------------------------------------------------------------------------------------
+    def answer(self, items: Sequence[EvalItem]) -> list[str]:
+        """One answer per item, in order (single-turn, the benchmark prompt as the user turn)."""
+        prompts, images = [], []
+        for item in items:
+            img = self.image(item)
+            prompts.append(self.render([("user", item.prompt)], 1 if img is not None else 0))
+            images.append(img)
+        return self.generate(prompts, images)
+
+    def generate(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> list[str]:
+        out: list[str] = []
+        step = max(1, self.settings.batch_size)
+        for start in range(0, len(prompts), step):
+            out += self._generate_batch(prompts[start:start + step], images[start:start + step])
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> list[str]:
+        rows = [self.encode(p) for p in prompts]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):  # left padding
+            input_ids[i, width - len(row):] = torch.tensor(row)
+            attention[i, width - len(row):] = 1
+        device = next(self.model.parameters()).device
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+        pixels = [self.transform(img) for img in images if img is not None]
+        if pixels:
+            inputs["pixel_values"] = torch.stack(pixels).to(device=device, dtype=self.model.dtype)
+        s = self.settings
+        sampling = s.temperature > 0
+        if sampling:
+            torch.manual_seed(s.seed)
+        generated = self.model.generate(
+            **inputs,
+            max_new_tokens=s.max_new_tokens,
+            do_sample=sampling,
+            temperature=s.temperature if sampling else None,
+            top_p=s.top_p if sampling else None,
+            eos_token_id=self.stop_ids,
+            pad_token_id=pad,
+        )
+        new = generated[:, width:]
+        return [self._clean(self.tokenizer.decode(row, skip_special_tokens=True)) for row in new]
+
+    def _clean(self, text: str) -> str:
+        if self.end_of_turn and self.end_of_turn in text:
+            text = text[: text.index(self.end_of_turn)]
+        return text.strip()
+
+    def _stop_ids(self) -> list[int]:
+        ids = []
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(int(self.tokenizer.eos_token_id))
+        if self.end_of_turn:
+            tok = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
+            if tok is not None and tok != self.tokenizer.unk_token_id and tok not in ids:
+                ids.append(int(tok))
+        if not ids:
+            raise ValueError("the tokenizer has no eos token and the template no end-of-turn token")
+        return ids
+
+
+def _end_of_turn_text(template, tokenizer) -> str:
+    """The text that ends a reply in this template ("</s>", "<|eot_id|>", "<|im_end|>", "\\n" for plain)."""
+    piece = getattr(template, "end_of_turn", None)
+    if piece is None:
+        return ""
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    return piece.replace("{eos}", eos).replace("{bos}", getattr(tokenizer, "bos_token", None) or "")
+
+
+def _llava_config(model):
+    config = model.config
+    if not hasattr(config, "image_seq_length") and hasattr(model, "get_base_model"):
+        config = model.get_base_model().config
+    return config
