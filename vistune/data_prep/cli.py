@@ -1,0 +1,85 @@
+"""`vistune data ...`: validate (the data doctor), stats, convert, synth. Parse, call one function, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="check, describe, convert or synthesise visual instruction data")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    v = sub.add_parser("validate", help="the data doctor: check every record; exit 1 when any has an error")
+    v.add_argument("data", help="LLaVA JSON/JSONL, messages JSON/JSONL, or a Hugging Face dataset dir")
+    v.add_argument("--image-root", help="directory image paths are relative to (default: the data file's)")
+    v.add_argument("--model", default="tiny", help="model preset or composed checkpoint dir (tokenizer, image tokens)")
+    v.add_argument("--template", help="conversation template (default: the model's)")
+    v.add_argument("--max-length", type=int, default=2048, help="tokens per sample, image tokens included")
+    v.add_argument("--format", default="auto", help="auto, llava, messages, jsonl or hf")
+    v.add_argument("--report", help="write the full report as JSON here")
+    v.add_argument("--fix", metavar="OUT", help="write the records without errors here (LLaVA JSON); records with "
+                   "a literal <image> where no image belongs are dropped, never rewritten")
+    v.add_argument("--workers", type=int, default=8, help="parallel image checks")
+    v.set_defaults(func=_validate)
+
+    s = sub.add_parser("stats", help="records, modalities, turns, images and text lengths")
+    s.add_argument("data")
+    s.add_argument("--format", default="auto")
+    s.set_defaults(func=_stats)
+
+    c = sub.add_parser("convert", help="convert between LLaVA JSON, messages JSON and a Hugging Face dataset dir")
+    c.add_argument("data")
+    c.add_argument("--to", required=True, choices=["llava", "messages", "hf"])
+    c.add_argument("out", help="output .json / .jsonl file, or a directory for --to hf")
+    c.add_argument("--format", default="auto")
+    c.set_defaults(func=_convert)
+
+    y = sub.add_parser("synth", help="write the synthetic coloured-shapes dataset (LLaVA JSON + images/)")
+    y.add_argument("--out", required=True)
+    y.add_argument("--n", type=int, default=1000, help="training images")
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--image-size", type=int, default=64)
+    y.set_defaults(func=_synth)
+
+
+def _validate(args) -> int:
+    from vistune.data_prep.convert import write_records
+    from vistune.data_prep.doctor import diagnose
+
+    report = diagnose(args.data, image_root=args.image_root, model=args.model, template=args.template,
+                      max_length=args.max_length, fmt=args.format, workers=args.workers)
+    print(report.format())
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            json.dump(report.to_dict(first=50), f, indent=1)
+        print(f"report: {args.report}")
+    if args.fix:
+        print(f"fixed: {write_records(report.good, args.fix, 'llava')} ({len(report.good)} records)")
+    return 0 if report.ok else 1
+
+
+def _stats(args) -> int:
+    from vistune.data_prep.stats import dataset_stats
+
+    print(dataset_stats(args.data, args.format).format())
+    return 0
+
+
+def _convert(args) -> int:
+    from vistune.data_prep import SkipLog, load_records
+    from vistune.data_prep.convert import write_records
+
+    skips = SkipLog()
+    records = load_records(args.data, fmt=args.format, skips=skips)
+    print(f"wrote {write_records(records, args.out, args.to)}: {len(records)} records")
+    print(skips.summary())
+    return 0
+
+
+def _synth(args) -> int:
+    from vistune.data_prep import synthesize
+
+    for name, path in synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size).items():
+        print(f"{name:9s} {path}")
+    return 0

@@ -1,0 +1,136 @@
+"""The data doctor behind `vistune data validate`: every problem a record can have, found before training.
+
+It runs the same code training runs (readers, image loading, templating, tokenisation) and reports a count
+per problem with the first record ids, plus token-length and images-per-record histograms. `--fix` keeps
+only the records with no error; a literal `<image>` where no image belongs (in a reply, the system prompt,
+or a record whose tags and images disagree) is never guessed at: such records are dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vistune.data_prep.images import load_image
+from vistune.data_prep.readers import load_records
+from vistune.data_prep.records import PROBLEMS, Record, RecordError
+from vistune.data_prep.skips import SkipLog
+from vistune.data_prep.templates import get_template
+from vistune.data_prep.tokenize import tokenize_record
+
+WARNINGS = {"truncated": "later exchanges do not fit in max_length; training drops them"}
+LENGTH_BINS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+@dataclass
+class Report:
+    data: str  # the dataset checked
+    total: int  # records in the source, good or bad
+    errors: SkipLog  # one entry per bad record (its first problem)
+    warnings: SkipLog  # records that are usable but not as written (e.g. truncated)
+    token_lengths: list[int] = field(default_factory=list)  # per good record, after truncation
+    images_per_record: Counter = field(default_factory=Counter)
+    good: list[Record] = field(default_factory=list)  # the records --fix keeps
+
+    @property
+    def ok(self) -> bool:
+        return len(self.errors) == 0
+
+    def to_dict(self, first: int = 10) -> dict:
+        return {
+            "data": self.data, "records": self.total, "good": len(self.good), "bad": len(self.errors),
+            "errors": _grouped(self.errors, PROBLEMS, first), "warnings": _grouped(self.warnings, WARNINGS, first),
+            "token_length_histogram": length_histogram(self.token_lengths),
+            "images_per_record": {str(k): v for k, v in sorted(self.images_per_record.items())},
+        }
+
+    def format(self, first: int = 5) -> str:
+        d = self.to_dict(first)
+        lines = [f"{self.data}: {d['records']} records, {d['good']} good, {d['bad']} with errors"]
+        for kind in ("errors", "warnings"):
+            for problem, info in d[kind].items():
+                ids = ", ".join(str(x["id"]) for x in info["first"])
+                lines.append(f"  {kind[:-1]:7s} {problem:20s} {info['count']:6d}  e.g. {ids}")
+                lines.append(f"          {info['first'][0]['reason']}")
+        lines.append("token lengths:     " + "  ".join(f"{k}: {v}" for k, v in d["token_length_histogram"].items()))
+        lines.append("images per record: " + "  ".join(f"{k}: {v}" for k, v in d["images_per_record"].items()))
+        return "\n".join(lines)
+
+
+def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: str = "tiny",
+             template: str | None = None, max_length: int = 2048, fmt: str = "auto", workers: int = 8,
+             text_side=None) -> Report:
+    """Checks every record of `data`; `image_root` defaults to the data file's directory."""
+    from vistune.data_prep.text_side import load_text_side
+
+    data = Path(data)
+    root = Path(image_root) if image_root else (data if data.is_dir() else data.parent)
+    errors, warnings = SkipLog(), SkipLog()
+    records = load_records(data, fmt=fmt, skips=errors)
+    report = Report(str(data), len(records) + len(errors), errors, warnings)
+    bad_images = check_images(records, root, workers)
+    text_side = text_side or load_text_side(model)
+    chosen = get_template(template or text_side.template)
+    for record in records:
+        problem = bad_images.get(record.id)
+        if problem is None:
+            try:
+                tok = tokenize_record(record, text_side.tokenizer, chosen,
+                                      num_image_tokens=text_side.num_image_tokens, max_length=max_length)
+            except (RecordError, ValueError) as err:
+                problem = err if isinstance(err, RecordError) else RecordError("tokenization", str(err))
+        if problem is not None:
+            errors.add(id=record.id, source=str(data), problem=problem.problem, reason=str(problem),
+                       stage="validate", field=problem.field)
+            continue
+        if tok.truncated:
+            warnings.add(id=record.id, source=str(data), problem="truncated", stage="validate",
+                         reason=f"{tok.turns_kept} of {tok.turns_total} exchanges fit in {max_length} tokens")
+        report.good.append(record)
+        report.token_lengths.append(len(tok.input_ids))
+        report.images_per_record[len(record.images)] += 1
+    return report
+
+
+def check_images(records: list[Record], root: Path, workers: int = 8) -> dict[str, RecordError]:
+    """{record id: the first image problem}; each distinct file is decoded once, `workers` at a time."""
+    files = sorted({(r.image_root or str(root), p) for r in records for p in r.images})
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decodes without holding the GIL
+        results = dict(zip(files, pool.map(_image_error, files), strict=True))
+    bad = {}
+    for r in records:
+        for p in r.images:
+            err = results[(r.image_root or str(root), p)]
+            if err is not None:
+                bad[r.id] = err
+                break
+    return bad
+
+
+def _image_error(item: tuple[str, str]) -> RecordError | None:
+    try:
+        load_image(item[1], item[0])
+    except RecordError as err:
+        return err
+    return None
+
+
+def length_histogram(lengths: list[int]) -> dict[str, int]:
+    counts: Counter = Counter()
+    for n in lengths:
+        upper = next((b for b in LENGTH_BINS if n <= b), None)
+        counts[f"<={upper}" if upper else f">{LENGTH_BINS[-1]}"] += 1
+    order = [f"<={b}" for b in LENGTH_BINS] + [f">{LENGTH_BINS[-1]}"]
+    return {k: counts[k] for k in order if counts[k]}
+
+
+def _grouped(log: SkipLog, descriptions: dict, first: int) -> dict:
+    groups: dict = {}
+    for s in log:
+        g = groups.setdefault(s.problem, {"count": 0, "description": descriptions.get(s.problem, ""), "first": []})
+        g["count"] += 1
+        if len(g["first"]) < first:
+            g["first"].append({k: v for k, v in asdict(s).items() if k in ("id", "index", "field", "reason")})
+    return dict(sorted(groups.items()))
