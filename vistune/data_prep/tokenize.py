@@ -44,7 +44,7 @@ def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_
                           f"{len(record.images)} image(s)")
     supervised = _supervised_mask(offsets, rendered.spans)
     cut, kept = _truncation_point(ids, offsets, rendered, image_id, num_image_tokens, max_length)
-    if kept == 0:
+    if cut == 0:
         raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
                           f"({_expanded_length(ids, image_id, num_image_tokens)} in all)")
     input_ids, labels = [], []
@@ -64,7 +64,7 @@ def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_
 def _encode(text: str, tokenizer) -> tuple[list[int], list[tuple[int, int]]]:
     bos = getattr(tokenizer, "bos_token", None)
     add_special = not (bos and text.startswith(bos))  # the template wrote the BOS itself
-    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True, verbose=False)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 

@@ -1,0 +1,100 @@
+"""The data doctor and the `vistune data` commands: one fixture per problem, exit codes, --fix, synth."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from data_fixtures import llava, one_of_each_problem, write_json
+
+from vistune.cli import main
+from vistune.data_prep import PROBLEMS, Record, Rendered, Template, Turn, load_records, tokenize_record
+from vistune.data_prep.doctor import diagnose
+from vistune.data_prep.text_side import load_text_side
+
+
+@pytest.fixture(scope="module")
+def text_side(tiny_parts):
+    return load_text_side("tiny")
+
+
+def test_text_side_matches_build_llava(text_side, tokenizer):
+    assert text_side.num_image_tokens == 16 and text_side.template == "vicuna_v1"
+    assert text_side.tokenizer.convert_tokens_to_ids("<image>") == tokenizer.convert_tokens_to_ids("<image>")
+    assert text_side.tokenizer.pad_token_id == tokenizer.pad_token_id
+
+
+def test_each_problem_is_reported_with_its_record_id(tmp_path, text_side):
+    lines = one_of_each_problem(tmp_path / "data")
+    path = tmp_path / "data" / "d.jsonl"
+    path.write_bytes(b"\n".join(lines.values()))
+    report = diagnose(path, max_length=256, text_side=text_side, workers=4)
+    found = {s.problem: s.id for s in report.errors}
+    expected = {k: (f"#{list(lines).index(k)}" if k == "bad_json" else "good" if k == "duplicate_id" else k) for k in lines if k != "good"}
+    assert found == expected
+    assert [r.id for r in report.good] == ["good"] and not report.ok
+    assert set(found) <= set(PROBLEMS)
+
+
+def test_cli_validate_exit_codes_report_and_fix(tmp_path, capsys):
+    lines = one_of_each_problem(tmp_path / "data")
+    path = tmp_path / "data" / "d.jsonl"
+    path.write_bytes(b"\n".join(lines.values()))
+    report_file, fixed = tmp_path / "report.json", tmp_path / "fixed.json"
+    assert main(["data", "validate", str(path), "--max-length", "256", "--report", str(report_file),
+                 "--fix", str(fixed)]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt_image" in out and "image_escapes_root" in out
+    report = json.loads(report_file.read_text())
+    assert report["bad"] == len(lines) - 1 and report["good"] == 1
+    assert report["errors"]["missing_image"]["first"][0]["id"] == "missing_image"
+    assert [r.id for r in load_records(fixed)] == ["good"]
+    assert main(["data", "validate", str(fixed), "--image-root", str(tmp_path / "data")]) == 0
+
+
+def test_truncation_is_a_warning_not_an_error(tmp_path, text_side):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    path = write_json(tmp_path / "d.json", [llava("t", "a.png", ("q", "a"), ("word " * 200, "b"))])
+    report = diagnose(path, max_length=128, text_side=text_side)
+    assert report.ok and [s.problem for s in report.warnings] == ["truncated"]
+    assert report.to_dict()["images_per_record"] == {"1": 1}
+
+
+def test_no_supervised_token_guard(tokenizer):
+    class Silent(Template):  # a template that supervises nothing (stands in for a broken chat template)
+        name, jinja = "silent", None
+
+        def render(self, record, tokenizer=None):
+            return Rendered("USER: hi ASSISTANT: hello", [], [len("USER: hi ASSISTANT: hello")])
+
+    record = Record("r", [], [Turn("user", "hi"), Turn("assistant", "hello")])
+    with pytest.raises(ValueError) as err:
+        tokenize_record(record, tokenizer, Silent(), num_image_tokens=1, max_length=100)
+    assert err.value.problem == "no_supervised_tokens"
+
+
+def test_synth_then_validate_reports_no_error(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(out), "--n", "40", "--seed", "3"]) == 0
+    for name, template in (("align", "plain"), ("instruct", "vicuna_v1"), ("heldout", "vicuna_v1")):
+        assert main(["data", "validate", str(out / f"{name}.json"), "--template", template]) == 0
+    assert "0 with errors" in capsys.readouterr().out
+
+
+def test_stats_and_convert_round_trip(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    data = [llava("r1", "a.png", ("What colour?", "red")), llava("r2", None, ("hi", "hello"), ("again", "bye"))]
+    data[0]["question_type"] = "colour"
+    src = write_json(tmp_path / "d.json", data)
+    assert main(["data", "stats", src]) == 0
+    assert "text-only         1" in capsys.readouterr().out
+    original = load_records(src)
+    for to, out in (("messages", tmp_path / "m.jsonl"), ("hf", tmp_path / "hf"), ("llava", tmp_path / "l.json")):
+        assert main(["data", "convert", src, "--to", to, str(out)]) == 0
+        back = load_records(out)
+        assert [(r.id, r.images, r.turns) for r in back] == [(r.id, r.images, r.turns) for r in original]
+    assert load_records(tmp_path / "l.json")[0].extra == {"question_type": "colour"}
