@@ -1,0 +1,182 @@
+"""Load a trained LLaVA for inference from what a directory holds, never from what it is called.
+
+Three layouts are recognised: a standard HF Llava directory (exported, or a full fine-tuning run; an `adapter/`
+inside, or `adapter=`, is attached), and a vistune run or checkpoint directory (`base.json` naming the exact base
+parts + `projector.safetensors` + `adapter/`). A `manifest.json`, when present, is checked first and any file that
+does not match it is named in the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_BASE_FILE = "base.json"
+_ADAPTER_DIR = "adapter"
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def llava_of(model: torch.nn.Module):
+    """The LlavaForConditionalGeneration inside any wrapper (PEFT, DeepSpeed engine, DDP)."""
+    from transformers import LlavaForConditionalGeneration
+
+    for module in model.modules():
+        if isinstance(module, LlavaForConditionalGeneration):
+            return module
+    raise TypeError(f"{type(model).__name__} holds no LlavaForConditionalGeneration")
+
+
+def _is_llava_dir(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == "llava"
+    except json.JSONDecodeError:
+        return False
+
+
+def _adapter_path(path: Path, adapter: str | Path | None) -> Path | None:
+    if adapter is not None:
+        adapter = Path(adapter)
+        if not (adapter / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter}: no adapter_config.json (not a PEFT adapter directory)")
+        return adapter
+    inner = path / _ADAPTER_DIR
+    return inner if (inner / "adapter_config.json").is_file() else None
+
+
+def _local_or_name(base: dict, part: str) -> str:
+    """The recorded local path of a base part when it still exists here, else its preset name / hub id."""
+    local = base.get(f"{part}_path")
+    return local if local and Path(local).exists() else base[part]
+
+
+def load_processor(path: Path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path))
+
+
+def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = False,
+                 *, verify: bool = True, device_map=None, dequantize: bool = False):
+    """Returns `(model, processor, template_name)` for any vistune output, checkpoint or exported directory.
+
+    `adapter` overrides the adapter found inside `path`; `merge` folds the LoRA into the LLM (a plain Llava model
+    comes back). `template_name` is the conversation template the model was trained with ("auto" if unknown).
+    A QLoRA run is rebuilt on its 4-bit base (as trained) unless `dequantize` asks for the base in `dtype`.
+    """
+    from vistune.model.compose import build_llava, torch_dtype
+    from vistune.model.projector import PROJECTOR_FILE, load_projector
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a directory")
+    if verify and (path / "manifest.json").is_file():
+        from vistune.train.checkpoint import verify_manifest
+
+        verify_manifest(path)
+    base = json.loads((path / _BASE_FILE).read_text()) if (path / _BASE_FILE).is_file() else None
+    template = (base or {}).get("template", "auto")
+    adapter_path = _adapter_path(path, adapter)
+
+    if _is_llava_dir(path):
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(
+            str(path), dtype=torch_dtype(dtype), use_safetensors=True, device_map=device_map
+        )
+        processor = load_processor(path)
+    elif base is not None:
+        model, processor = build_llava(
+            _local_or_name(base, "vision"),
+            _local_or_name(base, "llm"),
+            dtype=dtype,
+            device_map=device_map,
+            load_in_4bit=bool(base.get("load_in_4bit")),
+            vision_feature_layer=int(base.get("vision_feature_layer", -2)),
+            template=template if template != "auto" else None,
+        )
+        if dequantize and base.get("load_in_4bit"):
+            dequantize_4bit(model, torch_dtype(dtype))
+        if (path / PROJECTOR_FILE).is_file():
+            load_projector(model, path / PROJECTOR_FILE)
+        elif base.get("stage") is not None:
+            raise FileNotFoundError(f"{path}: base.json present but no {PROJECTOR_FILE}")
+        if any((path / f).is_file() for f in _PROCESSOR_FILES):
+            processor = load_processor(path)
+    else:
+        raise ValueError(
+            f"{path}: holds neither a Llava config.json nor a vistune base.json: not a trained model directory"
+        )
+
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+        if merge:
+            model = model.merge_and_unload()
+    model.eval()
+    return model, processor, template
+
+
+def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
+    """Loads a checkpoint's trained weights (adapter + projector, or full weights) into a model being trained."""
+    from safetensors.torch import load_file
+
+    from vistune.model.projector import PROJECTOR_FILE, load_projector
+
+    adapter = directory / _ADAPTER_DIR
+    if (adapter / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        peft_model = model
+        while not hasattr(peft_model, "peft_config"):
+            peft_model = peft_model.module
+        result = set_peft_model_state_dict(peft_model, load_file(str(adapter / "adapter_model.safetensors")))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing:
+            raise RuntimeError(f"{adapter}: adapter lacks {missing[:3]} ...")
+    elif _is_llava_dir(directory):
+        llava = llava_of(model)
+        index = directory / "model.safetensors.index.json"
+        files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file()
+                 else ["model.safetensors"])
+        own = dict(llava.named_parameters())
+        loaded = set()
+        for name in files:
+            state = load_file(str(directory / name))
+            llava.load_state_dict(state, strict=False)
+            loaded.update(state)
+        missing = [k for k in own if k not in loaded and "lm_head" not in k]
+        if missing:
+            raise RuntimeError(f"{directory}: full weights lack {missing[:3]} ...")
+    if (directory / PROJECTOR_FILE).is_file():
+        load_projector(llava_of(model), directory / PROJECTOR_FILE)
+
+
+def dequantize_4bit(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Replaces every bitsandbytes 4-bit linear layer by a plain nn.Linear holding its dequantised weight."""
+    import bitsandbytes as bnb
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state)
+                linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                         device=weight.device, dtype=dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(weight.to(dtype))
+                    if child.bias is not None:
+                        linear.bias.copy_(child.bias.to(dtype))
+                setattr(module, name, linear)
+    model.is_loaded_in_4bit = False
+    model.hf_quantizer = None
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            del config.quantization_config

@@ -1,0 +1,99 @@
+"""Turns a RunConfig into the objects a run trains: the model (with its stage policy) and the dataset.
+
+Everything here goes through the other rooms' public names (`vistune.model`, `vistune.data_prep`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vistune.train.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def uses_4bit(config: RunConfig) -> bool:
+    return config.stage == "instruct" and config.method == "qlora"
+
+
+def uses_lora(config: RunConfig) -> bool:
+    return config.stage == "instruct" and config.method in ("lora", "qlora")
+
+
+def projector_file(path: str) -> Path:
+    """A projector.safetensors, or a run / checkpoint directory that holds one."""
+    from vistune.model import PROJECTOR_FILE
+
+    p = Path(path)
+    p = p / PROJECTOR_FILE if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"model.projector: no projector at {p} (run stage align first, or fix the path)")
+    return p
+
+
+def build_model(config: RunConfig):
+    """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
+    from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
+
+    model, processor = build_llava(
+        config.vision,
+        config.llm,
+        dtype=config.model.dtype,
+        load_in_4bit=uses_4bit(config),
+        vision_feature_layer=config.model.vision_feature_layer,
+        template=config.template,
+        attn_implementation=config.model.attn_implementation,
+        allow_pickle=config.model.allow_pickle,
+    )
+    if config.model.projector:
+        load_projector(model, projector_file(config.model.projector))
+        log.info("projector initialised from %s", config.model.projector)
+    elif config.stage == "instruct":
+        log.warning("instruct stage without model.projector: the projector starts untrained (no stage-1 alignment)")
+    model.config.use_cache = False
+    model.config.text_config.use_cache = False
+    if uses_lora(config):
+        settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                                target_modules=config.lora.target_modules)
+        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing)
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    return model, processor
+
+
+def build_dataset(config: RunConfig, processor, model, skips):
+    """The tokenised training set (bad records go to `skips`) and its collator."""
+    from vistune.data_prep import DataCollator, VisualInstructDataset, get_template, load_records
+    from vistune.model import num_image_tokens
+    from vistune.model.load import llava_of
+
+    records = load_records(config.data.path, skips=skips)
+    image_root = config.data.image_root or str(Path(config.data.path).parent)
+    dataset = VisualInstructDataset(
+        records,
+        processor,
+        get_template(config.template),
+        image_root=image_root,
+        num_image_tokens=num_image_tokens(llava_of(model)),
+        max_length=config.data.max_length,
+        aspect=config.data.aspect,
+        skips=skips,
+        source=config.data.path,
+    )
+    if len(dataset) == 0:
+        raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
+    collator = DataCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    return dataset, collator
+
+
+def length_sampler_fn(config: RunConfig, dataset):
+    """A factory the trainer calls with its TrainingArguments: LLaVA's modality-length grouping, or None."""
+    if not config.data.group_by_length:
+        return None
+    from vistune.data_prep import LengthGroupedSampler
+
+    def make(args):
+        return LengthGroupedSampler(dataset.lengths, batch_size=args.per_device_train_batch_size,
+                                    world_size=args.world_size, seed=config.seed)
+
+    return make

@@ -1,0 +1,98 @@
+"""Trainer callbacks: the per-step JSONL log that later plots read, and save-and-stop on SIGTERM / SIGINT.
+
+A signal only raises a flag; the next step boundary (agreed on by all ranks) saves a complete checkpoint and
+ends the run cleanly, so `resume: auto` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "log.jsonl"
+_KEEP = ("loss", "learning_rate", "grad_norm", "epoch")
+
+
+class JsonlLogCallback(TrainerCallback):
+    """One JSON line per logging event: step, loss, lr, grad_norm, samples_per_s, (skipped counts), time."""
+
+    def __init__(self, path: str | Path, global_batch: int):
+        self.path = Path(path)
+        self.global_batch = global_batch
+        self._last_time: float | None = None
+        self._last_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time, self._last_step = time.perf_counter(), state.global_step
+        if state.is_world_process_zero and self.path.exists() and state.global_step > 0:
+            self._truncate_after(state.global_step)  # a resumed run rewrites the steps after its checkpoint
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        now = time.perf_counter()
+        steps = state.global_step - self._last_step
+        elapsed = now - (self._last_time or now)
+        entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP if k in logs}}
+        entry["lr"] = entry.pop("learning_rate", None)
+        entry["samples_per_s"] = round(steps * self.global_batch / elapsed, 3) if elapsed > 0 and steps else None
+        entry["time"] = round(time.time(), 3)
+        self._last_time, self._last_step = now, state.global_step
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _truncate_after(self, step: int) -> None:
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+
+def _num(value):
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return float(value) if isinstance(value, (int, float)) else value
+
+
+class SignalCallback(TrainerCallback):
+    """SIGTERM / SIGINT -> save a checkpoint at the next step boundary and stop."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def install(self) -> SignalCallback:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # a second signal: give up on the clean stop
+            self.uninstall()
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("received %s: saving a checkpoint at the end of this step, then stopping",
+                    signal.Signals(signum).name)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        flag = torch.tensor([1.0 if self.received is not None else 0.0], device=args.device)
+        if args.world_size > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() > 0:
+            if self.received is None:
+                self.received = signal.SIGTERM.value
+            control.should_save = True
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,59 @@
+"""`vistune train CONFIG [key=value ...] [--dry-run]` and `vistune export --run DIR --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="run a training stage (align / instruct) from a YAML recipe")
+    train.add_argument("config", help="YAML recipe, e.g. configs/llava-1.5-7b/finetune_lora.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config and planned parameters, load nothing")
+    # launchers (deepspeed, older torch.distributed) append --local_rank; the rank comes from the environment
+    train.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    train.set_defaults(func=_train)
+
+    export = subparsers.add_parser("export", help="export a run or checkpoint as a standard HF Llava directory")
+    export.add_argument("--run", required=True, help="run output dir or checkpoint dir")
+    export.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    export.add_argument("--mode", choices=("merged", "base+lora"), default="merged",
+                        help="merged: LoRA folded into the LLM; base+lora: base with the projector + adapter/ (vLLM --enable-lora)")
+    export.add_argument("--dtype", default="bfloat16", help="weight dtype of the exported model")
+    export.set_defaults(func=_export)
+
+
+def _train(args) -> int:
+    from vistune.train.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        from vistune.train.plan import plan
+
+        print(plan(config))
+        return 0
+    from vistune.train.engine import TrainingStopped, train
+    from vistune.train.preflight import PreflightError
+
+    try:
+        result = train(config)
+    except PreflightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0 if result.status == "done" else 3
+
+
+def _export(args) -> int:
+    from vistune.train.export import export
+
+    out = export(args.run, args.out, mode=args.mode, dtype=args.dtype)
+    print(f"exported {args.run} -> {out} ({args.mode})")
+    return 0

@@ -1,0 +1,251 @@
+"""The training run's configuration: typed dataclasses, loaded from a YAML recipe plus `key=value` overrides.
+
+One `RunConfig` describes a whole run (model parts, data, stage, method, hyper-parameters, engine, outputs).
+Unknown keys are refused with a "did you mean" suggestion: a typo must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGES = ("align", "instruct")
+METHODS = ("lora", "qlora", "full")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+REPORT_TO = ("none", "tensorboard", "wandb")
+ASPECTS = ("pad", "resize", "crop")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says what to change."""
+
+
+@dataclass
+class ModelConfig:
+    preset: str | None = None  # a vistune model preset (vision + llm pair, e.g. llava-1.5-7b); sets vision and llm
+    vision: str = "tiny-clip"  # vision tower: preset name, local directory or hub id (CLIP / SigLIP)
+    llm: str = "tiny-llama"  # language model: preset name, local directory, hub id or .gguf file
+    dtype: str = "bfloat16"  # weight dtype of the composed model (float32 on CPU)
+    projector: str | None = None  # stage-1 projector.safetensors, or a run / checkpoint dir holding one
+    vision_feature_layer: int = -2  # vision layer whose patch features feed the projector (LLaVA-1.5: -2)
+    attn_implementation: str | None = None  # sdpa / flash_attention_2 / eager; None = transformers' default
+    train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
+    allow_pickle: bool = False  # allow loading pickle .bin weights (safetensors only by default)
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # records file (LLaVA JSON / JSONL) for this stage
+    image_root: str = ""  # directory that image paths in the records are relative to (nothing outside is read)
+    template: str = "auto"  # conversation template; "auto" = plain for align, the LLM's own for instruct
+    max_length: int = 2048  # tokens per sample, image tokens included (LLaVA-1.5: 2048)
+    aspect: str = "pad"  # image aspect handling: pad (LLaVA-1.5), resize or crop
+    group_by_length: bool = True  # batch samples of similar length, separately for image and text-only ones
+    num_workers: int = 4  # dataloader worker processes per rank
+
+
+@dataclass
+class LoraConfig:
+    r: int = 128  # LoRA rank (LLaVA-1.5: 128)
+    alpha: int = 256  # LoRA scaling numerator (LLaVA-1.5: 256)
+    dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: list[str] | None = None  # LLM linear leaf names; None = every linear layer except lm_head
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4  # peak learning rate of the main trainable parameters (LoRA / LLM / projector in align)
+    projector_lr: float | None = None  # own learning rate of the projector in instruct (LLaVA-1.5 LoRA: 2e-5)
+    epochs: float = 1.0  # passes over the data (ignored when max_steps > 0)
+    max_steps: int = -1  # optimizer steps; > 0 overrides epochs
+    per_device_batch_size: int = 16  # samples per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    warmup_ratio: float = 0.03  # share of the steps spent warming the lr up linearly
+    weight_decay: float = 0.0  # AdamW weight decay (not applied to biases and norms)
+    scheduler: str = "cosine"  # lr schedule after warmup
+    max_grad_norm: float = 1.0  # gradient clipping; 0 disables
+    gradient_checkpointing: bool = True  # recompute LLM activations in backward to save memory
+    bf16: bool = True  # bf16 mixed precision (GPUs with bf16 support)
+    tf32: bool = True  # allow TF32 matmuls (Ampere and newer)
+
+
+@dataclass
+class RunConfig:
+    stage: str = "instruct"  # align (projector only) or instruct (LoRA / QLoRA / full + projector)
+    method: str = "lora"  # instruct method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
+    model: ModelConfig = field(default_factory=ModelConfig)  # which parts are composed, and how
+    data: DataConfig = field(default_factory=DataConfig)  # what is trained on
+    lora: LoraConfig = field(default_factory=LoraConfig)  # adapter settings for lora / qlora
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation hyper-parameters
+    deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json ...); None = plain DDP
+    output_dir: str = "runs/default"  # where outputs, checkpoints and log.jsonl go
+    save_steps: int = 500  # checkpoint every N optimizer steps (0 = only at the end)
+    save_total_limit: int = 2  # keep the newest K complete checkpoints
+    resume: str = "auto"  # auto (newest complete checkpoint, if any), none, or a checkpoint directory
+    logging_steps: int = 1  # log every N optimizer steps (console, log.jsonl, report_to)
+    report_to: str = "none"  # none, tensorboard or wandb
+    seed: int = 42  # seeds model init, data order and dropout
+
+    def validate(self) -> RunConfig:
+        _choice("stage", self.stage, STAGES)
+        _choice("method", self.method, METHODS)
+        _choice("optim.scheduler", self.optim.scheduler, SCHEDULERS)
+        _choice("report_to", self.report_to, REPORT_TO)
+        _choice("data.aspect", self.data.aspect, ASPECTS)
+        if not self.data.path:
+            raise ConfigError("data.path is empty: name the records file (e.g. data.path=data/llava_665k.json)")
+        if self.optim.max_steps <= 0 and self.optim.epochs <= 0:
+            raise ConfigError("set optim.epochs > 0 or optim.max_steps > 0")
+        if self.save_total_limit < 1:
+            raise ConfigError("save_total_limit must be >= 1 (the newest complete checkpoint is always kept)")
+        if self.resume not in ("auto", "none") and not Path(self.resume).is_dir():
+            raise ConfigError(f"resume: {self.resume!r} is neither auto, none nor a checkpoint directory")
+        if self.model.preset:
+            from vistune.model import MODEL_PRESETS
+
+            if self.model.preset not in MODEL_PRESETS:
+                raise ConfigError(f"model.preset {self.model.preset!r} is unknown{_suggest(self.model.preset, MODEL_PRESETS)}")
+        return self
+
+    @property
+    def vision(self) -> str:
+        from vistune.model import MODEL_PRESETS
+
+        return MODEL_PRESETS[self.model.preset][0] if self.model.preset else self.model.vision
+
+    @property
+    def llm(self) -> str:
+        from vistune.model import MODEL_PRESETS
+
+        return MODEL_PRESETS[self.model.preset][1] if self.model.preset else self.model.llm
+
+    @property
+    def template(self) -> str:
+        """The conversation template actually used: plain for align, the LLM's own for instruct when 'auto'."""
+        if self.data.template != "auto":
+            return self.data.template
+        if self.stage == "align":
+            return "plain"
+        from vistune.model import default_template
+
+        return default_template(self.llm)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}{_suggest(value, allowed)}")
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value, annotation, key: str):
+    """Converts a YAML / command-line value to the field's annotated type, or says what is wrong."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(value) if annotation is float else int(str(value), 0) if isinstance(value, str) else value
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is int and (not isinstance(number, int) and not float(number).is_integer()):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return annotation(number)
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {annotation}")
+
+
+def _apply(obj, values: dict, prefix: str = "") -> None:
+    """Sets `values` (a nested dict) on the dataclass `obj`, refusing unknown keys."""
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            candidates = [f"{prefix}{n}" for n in names]
+            raise ConfigError(f"unknown config key {dotted!r}{_suggest(dotted, candidates)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted}: expected a mapping of its fields, got {value!r}")
+            _apply(current, value, dotted + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], dotted))
+
+
+def parse_override(text: str) -> dict:
+    """'optim.lr=2e-4' -> {'optim': {'lr': 2e-4}}; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value (e.g. optim.lr=2e-4)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Loads a YAML recipe (or the defaults when `path` is None), applies `key=value` overrides, validates."""
+    config = RunConfig()
+    if path is not None:
+        text = Path(path).read_text()
+        values = yaml.safe_load(text) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a config file is a mapping of keys, not {type(values).__name__}")
+        _apply(config, values)
+    for item in overrides or []:
+        _apply(config, parse_override(item))
+    return config.validate()
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    """Rebuilds a RunConfig from its `to_dict()` form (e.g. a saved config.yaml), without validation."""
+    config = RunConfig()
+    _apply(config, values)
+    return config

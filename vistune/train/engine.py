@@ -1,0 +1,184 @@
+"""One training run, start to finish: build, (resume), train, save. The whole loop is HF Trainer's.
+
+`train(config)` runs the same under a single process, `deepspeed` and `accelerate launch`: the launcher sets the
+process group up, TrainingArguments hands the DeepSpeed config to the Trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from vistune.train import checkpoint as ckpt
+from vistune.train.artifacts import CONFIG_FILE, base_record
+from vistune.train.build import build_dataset, build_model, length_sampler_fn
+from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
+from vistune.train.config import RunConfig
+from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
+
+log = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped.jsonl"
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped early with its last good state saved; the message says where and why."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    global_step: int
+    status: str  # "done", or "interrupted" (a signal: a checkpoint was saved, rerun to resume)
+    checkpoint: Path | None = None  # the checkpoint written on interruption
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
+def _say(text: str) -> None:
+    if _rank() == 0:
+        print(text, flush=True)
+
+
+def training_arguments(config: RunConfig):
+    from transformers import TrainingArguments
+
+    o = config.optim
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=o.per_device_batch_size,
+        gradient_accumulation_steps=o.grad_accum,
+        learning_rate=o.lr,
+        weight_decay=o.weight_decay,
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        warmup_steps=o.warmup_ratio,
+        lr_scheduler_type=o.scheduler,
+        max_grad_norm=o.max_grad_norm,
+        gradient_checkpointing=o.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing else None,
+        bf16=o.bf16,
+        tf32=o.tf32 if o.tf32 else None,
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=config.save_steps if config.save_steps > 0 else 500,
+        save_total_limit=None,  # vistune rotates, only among complete checkpoints
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=config.data.num_workers,
+        deepspeed=config.deepspeed,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
+    """The checkpoint to resume from: auto = newest complete one (interrupted saves are cleared first)."""
+    if config.resume == "none":
+        return None
+    if config.resume != "auto":
+        path = Path(config.resume)
+        ckpt.verify_manifest(path, hashes=False)
+        return path
+    if is_main:
+        for stale in ckpt.clear_stale(config.output_dir):
+            log.warning("removed incomplete checkpoint %s (interrupted save)", stale)
+    barrier()
+    return ckpt.latest_checkpoint(config.output_dir)
+
+
+def train(config: RunConfig) -> TrainResult:
+    """Runs `config` to the end (or to a signal); raises TrainingStopped on a non-finite loss."""
+    from transformers import set_seed
+
+    from vistune.data_prep import SkipLog
+    from vistune.model import count_parameters, format_parameter_table
+    from vistune.train.preflight import preflight
+
+    out = Path(config.output_dir)
+    _say("resolved config:\n" + config.to_yaml())
+    preflight(config)  # fails within seconds when the machine lacks what the config asks for
+    set_seed(config.seed)  # identical on every rank: ZeRO-3 partitions each rank's own copy
+    model, processor = build_model(config)
+    _say("trainable parameters:\n" + format_parameter_table(count_parameters(model)))
+
+    args = training_arguments(config)  # sets up the process group under a launcher
+    is_main = args.should_save
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(config.to_yaml())
+    skips = SkipLog()
+    dataset, collator = build_dataset(config, processor, model, skips)
+    _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
+
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    signals = SignalCallback().install()
+    trainer = VistuneTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch), signals],
+        projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+        train_sampler_fn=length_sampler_fn(config, dataset),
+        run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
+                   "save_total_limit": config.save_total_limit},
+    )
+    resume = resolve_resume(config, is_main, trainer._barrier)
+    if resume:
+        _say(f"resuming from {resume}")
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except NonFiniteLoss as err:
+        saved = _save_last_good(trainer)
+        raise TrainingStopped(f"{err}. The last good state (step {trainer.state.global_step}) is saved in "
+                              f"{saved}; fix the cause and rerun with resume=auto.") from None
+    finally:
+        signals.uninstall()
+        if is_main and len(skips):
+            skips.write_jsonl(out / SKIPPED_FILE)
+
+    step = trainer.state.global_step
+    if signals.received is not None:
+        latest = ckpt.latest_checkpoint(out)
+        _say(f"stopped by signal after step {step}; checkpoint {latest}. Rerun the same command to resume.")
+        return TrainResult(out, step, "interrupted", latest)
+    _save_final(trainer, out, is_main)
+    _say(f"done: {step} steps; outputs in {out}")
+    return TrainResult(out, step, "done")
+
+
+def _save_last_good(trainer: VistuneTrainer) -> Path:
+    root = Path(trainer.args.output_dir)
+    final = root / f"checkpoint-{trainer.state.global_step}"
+    if not ckpt.is_complete(final):
+        trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+    return final
+
+
+def _save_final(trainer: VistuneTrainer, out: Path, is_main: bool) -> None:
+    """The run's own artifacts at the top of the output dir, then a manifest over them (not the checkpoints)."""
+    if is_main:
+        (out / ckpt.MANIFEST).unlink(missing_ok=True)  # never let an old manifest vouch for files being rewritten
+        adapter = out / "adapter"
+        if adapter.exists():
+            shutil.rmtree(adapter)
+    trainer._barrier()
+    trainer.save_model(str(out))
+    trainer._barrier()
+    if is_main:
+        ckpt.write_manifest(out, extra={"base": trainer.run_files["base"], "step": trainer.state.global_step},
+                            skip=_not_artifact)
+
+
+def _not_artifact(rel: str) -> bool:
+    top = rel.split("/", 1)[0]
+    return top.startswith(("checkpoint-", ".staging", ".old-", "runs")) or top in (LOG_FILE, SKIPPED_FILE)

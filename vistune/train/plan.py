@@ -1,0 +1,101 @@
+"""`--dry-run`: what a run would do, without loading (or downloading) a single weight.
+
+The model is instantiated on the meta device from the parts' configs when those are on this machine (a local
+directory, the HF cache, a GGUF file); otherwise the parameter table is skipped with a note that says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vistune.train.build import uses_lora
+from vistune.train.config import RunConfig
+
+
+class PartsNotLocal(RuntimeError):
+    pass
+
+
+def _local_config(source: str):
+    from transformers import AutoConfig
+
+    kwargs = {"local_files_only": True}
+    if source.endswith(".gguf"):
+        kwargs["gguf_file"] = Path(source).name
+        source = str(Path(source).parent)
+    try:
+        return AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise PartsNotLocal(f"{source} is not on this machine ({type(err).__name__})") from None
+
+
+def planned_model(config: RunConfig):
+    """The run's model on the meta device (no weights), with LoRA attached and the stage policy applied."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    from vistune.model import LoraSettings, apply_stage_policy, attach_lora
+    from vistune.model.presets import resolve_llm, resolve_vision
+
+    try:
+        vision_src, llm_src = resolve_vision(config.vision), resolve_llm(config.llm)
+    except RuntimeError as err:  # e.g. a GGUF preset whose package is not installed
+        raise PartsNotLocal(str(err)) from None
+    vcfg = _local_config(vision_src)
+    vcfg = getattr(vcfg, "vision_config", vcfg)
+    tcfg = _local_config(llm_src)
+    drop_cls = vcfg.model_type.startswith("clip")
+    llava_config = LlavaConfig(
+        vision_config=vcfg.to_dict(),
+        text_config=tcfg.to_dict(),
+        image_seq_length=(vcfg.image_size // vcfg.patch_size) ** 2,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default" if drop_cls else "full",
+        vision_feature_layer=config.model.vision_feature_layer,
+        multimodal_projector_bias=True,
+    )
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(llava_config)
+    if uses_lora(config):
+        settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                                target_modules=config.lora.target_modules)
+        model = attach_lora(model, settings)
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    return model
+
+
+def plan(config: RunConfig) -> str:
+    """The text `vistune train --dry-run` prints: resolved config, checks, planned parameter table."""
+    from vistune.model import count_parameters, format_parameter_table
+
+    lines = ["resolved config:", config.to_yaml().rstrip(), ""]
+    lines += [f"parts: vision={config.vision}  llm={config.llm}  template={config.template}"]
+    lines += [f"note: {n}" for n in checks(config)]
+    try:
+        table = format_parameter_table(count_parameters(planned_model(config)))
+        lines += ["planned trainable parameters (meta device, from the parts' configs; the image / pad tokens "
+                  "added at build time are not counted):", table]
+    except PartsNotLocal as err:
+        lines += [f"parameter table skipped: {err}; a dry run never downloads. Download the parts (or point "
+                  f"model.vision / model.llm at local directories) to see it."]
+    return "\n".join(lines)
+
+
+def checks(config: RunConfig) -> list[str]:
+    """Problems a real run would hit on this machine, reported without failing the dry run."""
+    notes = []
+    if not Path(config.data.path).exists():
+        notes.append(f"data.path {config.data.path} does not exist here")
+    if config.data.image_root and not Path(config.data.image_root).is_dir():
+        notes.append(f"data.image_root {config.data.image_root} does not exist here")
+    if config.model.projector and not Path(config.model.projector).exists():
+        notes.append(f"model.projector {config.model.projector} does not exist yet (the stage-1 output)")
+    if config.deepspeed:
+        ds = Path(config.deepspeed)
+        if not ds.is_file():
+            notes.append(f"deepspeed config {ds} does not exist")
+        else:
+            json.loads(ds.read_text())  # a broken DeepSpeed JSON is an error even in a dry run
+    return notes

@@ -1,0 +1,167 @@
+"""HF `Trainer`, changed only where LLaVA training needs it.
+
+- the projector gets its own parameter group and learning rate (`projector_lr`);
+- a batch without images still runs the vision tower and projector, on a dummy image that contributes exactly
+  zero, so every ZeRO-3 rank runs the same modules in the same order (embed -> vision -> projector -> LLM);
+- a non-finite loss (agreed on by all ranks) stops the run before its backward, so the weights on disk are the
+  last good ones;
+- saving writes vistune's self-contained artifacts (LoRA-only adapter, projector, processor, base.json) and
+  checkpoints become visible only once complete (staging dir + manifest + atomic rename).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+
+from vistune.model.load import llava_of
+from vistune.train import checkpoint as ckpt
+from vistune.train.artifacts import ADAPTER_DIR, save_artifacts
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN / inf; raised before the bad step's backward."""
+
+    def __init__(self, step: int, loss: float, ids: list[str]):
+        self.step, self.loss, self.ids = step, loss, ids
+        shown = ", ".join(ids[:8]) + (" ..." if len(ids) > 8 else "")
+        super().__init__(
+            f"loss became {loss} at optimizer step {step + 1} (batch ids on this rank: {shown or 'unknown'}); "
+            f"lower optim.lr, enable optim.max_grad_norm, or check those records"
+        )
+
+
+class VistuneTrainer(Trainer):
+    def __init__(self, *args, projector_lr: float | None = None, run_files: dict | None = None,
+                 train_sampler_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.projector_lr = projector_lr
+        self.run_files = run_files or {}  # processor, base (dict), config_yaml: what every save writes
+        self.train_sampler_fn = train_sampler_fn
+        self._staging_root: str | None = None
+        self.nonfinite: NonFiniteLoss | None = None
+
+    # ---- optimisation -------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        """Trainer's AdamW groups, with the projector split into its own group when projector_lr is set."""
+        if self.optimizer is not None or self.projector_lr is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
+        param_groups = []
+        for (is_projector, decays), params in sorted(groups.items()):
+            group = {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0}
+            if is_projector:
+                group["lr"] = self.projector_lr
+            param_groups.append(group)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.train_sampler_fn is not None:
+            return self.train_sampler_fn(self.args)
+        return super()._get_train_sampler(train_dataset)
+
+    # ---- loss -----------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        ids = inputs.pop("ids", None) or []
+        dummy = None
+        if inputs.get("pixel_values") is None:
+            inputs.pop("pixel_values", None)
+            inputs, dummy = self._text_only_inputs(inputs)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if dummy is not None:
+            loss = loss + 0.0 * dummy
+        self._check_finite(loss, [str(i) for i in ids])
+        return (loss, outputs) if return_outputs else loss
+
+    def _text_only_inputs(self, inputs: dict) -> tuple[dict, torch.Tensor]:
+        """Embeds the text, then runs vision tower + projector on a zero image: same module order as an image batch."""
+        llava = llava_of(self.model)
+        vcfg = llava.config.vision_config
+        side = int(vcfg.image_size)
+        param = next(llava.model.multi_modal_projector.parameters())
+        pixels = torch.zeros(1, int(getattr(vcfg, "num_channels", 3)), side, side, device=param.device,
+                             dtype=llava.model.vision_tower.dtype if hasattr(llava.model.vision_tower, "dtype") else param.dtype)
+        input_ids = inputs.pop("input_ids")
+        embeds = llava.get_input_embeddings()(input_ids)
+        features = llava.model.get_image_features(
+            pixel_values=pixels,
+            vision_feature_layer=llava.config.vision_feature_layer,
+            vision_feature_select_strategy=llava.config.vision_feature_select_strategy,
+        ).pooler_output
+        dummy = sum(f.float().sum() for f in features)
+        return {**inputs, "inputs_embeds": embeds}, dummy
+
+    def _check_finite(self, loss: torch.Tensor, ids: list[str]) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)
+        if self.args.world_size > 1:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if bad.item() > 0:
+            value = loss.detach().float().item()
+            self.nonfinite = NonFiniteLoss(self.state.global_step, value if not math.isfinite(value) else float("nan"), ids)
+            raise self.nonfinite
+
+    # ---- saving ---------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """vistune's artifacts instead of Trainer's adapter-only (projector-less) save."""
+        out = output_dir or self.args.output_dir
+        save_artifacts(self.model, out, processor=self.run_files["processor"], base=self.run_files["base"],
+                       config_yaml=self.run_files["config_yaml"], is_main=self.args.should_save)
+
+    def _get_output_dir(self, trial):
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """Trainer's checkpoint (weights, optimizer, scheduler, RNG, state), written where resume cannot see it
+        until it is complete."""
+        root = Path(self.args.output_dir)
+        name = f"checkpoint-{self.state.global_step}"
+        stage = ckpt.staging_dir(root)
+        if self.args.should_save:
+            staged = stage / name
+            if staged.exists():
+                import shutil
+
+                shutil.rmtree(staged)
+            stage.mkdir(parents=True, exist_ok=True)
+        self._barrier()
+        self._staging_root = str(stage)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self._barrier()
+        if self.args.should_save:
+            ckpt.write_manifest(stage / name, extra={"base": self.run_files["base"], "step": self.state.global_step})
+            ckpt.publish(stage / name, root / name)
+            ckpt.rotate(root, self.run_files.get("save_total_limit", 2))
+            log.info("saved complete checkpoint %s", root / name)
+        self._barrier()
+
+    def _barrier(self) -> None:
+        if self.args.world_size > 1:
+            torch.distributed.barrier()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Loads vistune's checkpoint layout (adapter/ + projector, or full weights) without DeepSpeed."""
+        from vistune.model.load import load_weights_into
+
+        load_weights_into(model or self.model, Path(resume_from_checkpoint))
+        log.info("loaded weights from %s", resume_from_checkpoint)
+
+
+def adapter_dir(directory: str | Path) -> Path:
+    return Path(directory) / ADAPTER_DIR
