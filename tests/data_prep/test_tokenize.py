@@ -62,3 +62,19 @@ def test_labels_are_ignore_outside_replies(tokenizer):
     supervised = [t for t, lab in zip(tok.input_ids, tok.labels, strict=True) if lab != IGNORE_INDEX]
     assert tokenizer.decode(supervised) == " answer number 0</s> answer number 1</s>"
     assert tok.num_supervised == len(supervised)
+
+
+def test_batched_tokenisation_equals_one_at_a_time(tokenizer):
+    from vistune.data_prep import tokenize_records
+
+    records = [conversation(k, images=k % 2) for k in range(1, 6)] + [conversation(40)]
+    for template in ("vicuna_v1", "llama3"):  # llama3 writes its own BOS: the two encoding groups differ
+        batched = list(tokenize_records(records, tokenizer, get_template(template), num_image_tokens=4,
+                                        max_length=120, batch_size=4))
+        for record, got in batched:
+            try:
+                want = tokenize_record(record, tokenizer, get_template(template), num_image_tokens=4, max_length=120)
+            except RecordError as err:
+                assert isinstance(got, RecordError) and got.problem == err.problem
+                continue
+            assert got == want

@@ -13,11 +13,12 @@ from vistune.data_prep.sampler import LengthGroupedSampler
 from vistune.data_prep.skips import Skip, SkipLog
 from vistune.data_prep.synth import synthesize
 from vistune.data_prep.templates import TEMPLATES, Rendered, Template, get_template, record_from_messages
-from vistune.data_prep.tokenize import TokenizedRecord, tokenize_record
+from vistune.data_prep.tokenize import TokenizedRecord, tokenize_record, tokenize_records
 
 __all__ = [
     "ASPECTS", "FORMATS", "PROBLEMS", "TEMPLATES", "DataCollator", "DataFileError", "ImageTransform",
     "LengthGroupedSampler", "Record", "RecordError", "Rendered", "Skip", "SkipLog", "Template", "TokenizedRecord",
     "Turn", "VisualInstructDataset", "expand_to_square", "get_template", "load_image", "load_records",
     "record_from_messages", "resolve_image_path", "synthesize", "tokenize_record",
+    "tokenize_records",
 ]

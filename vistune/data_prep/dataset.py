@@ -15,7 +15,7 @@ from vistune.data_prep.images import ImageTransform, load_image
 from vistune.data_prep.records import Record, RecordError
 from vistune.data_prep.skips import SkipLog
 from vistune.data_prep.templates import Template
-from vistune.data_prep.tokenize import TokenizedRecord, tokenize_record
+from vistune.data_prep.tokenize import TokenizedRecord, tokenize_records
 
 
 class VisualInstructDataset(Dataset):
@@ -31,13 +31,11 @@ class VisualInstructDataset(Dataset):
         self.source = source
         self.records: list[Record] = []
         self.tokenized: list[TokenizedRecord] = []
-        for record in records:
-            try:
-                tok = tokenize_record(record, processor.tokenizer, template,
-                                      num_image_tokens=num_image_tokens, max_length=max_length)
-            except RecordError as err:
-                self.skips.add(id=record.id, source=source, problem=err.problem, reason=str(err),
-                               stage="tokenize", field=err.field)
+        for record, tok in tokenize_records(records, processor.tokenizer, template,
+                                            num_image_tokens=num_image_tokens, max_length=max_length):
+            if isinstance(tok, RecordError):
+                self.skips.add(id=record.id, source=source, problem=tok.problem, reason=str(tok),
+                               stage="tokenize", field=tok.field)
                 continue
             self.records.append(record)
             self.tokenized.append(tok)

@@ -18,7 +18,7 @@ from vistune.data_prep.readers import load_records
 from vistune.data_prep.records import PROBLEMS, Record, RecordError
 from vistune.data_prep.skips import SkipLog
 from vistune.data_prep.templates import get_template
-from vistune.data_prep.tokenize import tokenize_record
+from vistune.data_prep.tokenize import tokenize_records
 
 WARNINGS = {"truncated": "later exchanges do not fit in max_length; training drops them"}
 LENGTH_BINS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -73,14 +73,10 @@ def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: s
     bad_images = check_images(records, root, workers)
     text_side = text_side or load_text_side(model)
     chosen = get_template(template or text_side.template)
-    for record in records:
-        problem = bad_images.get(record.id)
-        if problem is None:
-            try:
-                tok = tokenize_record(record, text_side.tokenizer, chosen,
-                                      num_image_tokens=text_side.num_image_tokens, max_length=max_length)
-            except (RecordError, ValueError) as err:
-                problem = err if isinstance(err, RecordError) else RecordError("tokenization", str(err))
+    tokenized = tokenize_records(records, text_side.tokenizer, chosen,
+                                 num_image_tokens=text_side.num_image_tokens, max_length=max_length)
+    for record, tok in tokenized:
+        problem = bad_images.get(record.id) or (tok if isinstance(tok, RecordError) else None)
         if problem is not None:
             errors.add(id=record.id, source=str(data), problem=problem.problem, reason=str(problem),
                        stage="validate", field=problem.field)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from vistune import IMAGE_TOKEN
-from vistune.data_prep.records import Record, Turn
+from vistune.data_prep.records import Record, Turn, strip_image_tags
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -220,7 +220,12 @@ def get_template(name: str) -> Template:
 
 
 def record_from_messages(messages: list[dict], images: list[str] | None = None) -> Record:
-    """A Record from chat messages (for prompts at inference): system first if any, then user / assistant."""
-    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
-    turns = [Turn(m["role"], m["content"]) for m in messages if m["role"] != "system"]
+    """A Record from chat messages (e.g. a prompt at inference); content may be a string or typed parts."""
+    def text(content) -> str:
+        if isinstance(content, str):
+            return strip_image_tags(content) if IMAGE_TOKEN in content else content
+        return "".join(part["text"] for part in content if part.get("type") == "text")
+
+    system = text(messages[0]["content"]) if messages and messages[0]["role"] == "system" else None
+    turns = [Turn(m["role"], text(m["content"])) for m in messages if m["role"] != "system"]
     return Record(id="prompt", images=list(images or []), turns=turns, system=system)

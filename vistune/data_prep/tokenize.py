@@ -8,6 +8,7 @@ tokenisation does). No substring is re-tokenised and no offset is subtracted.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vistune import IGNORE_INDEX, IMAGE_TOKEN
@@ -35,8 +36,45 @@ class TokenizedRecord:
 def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_tokens: int,
                     max_length: int) -> TokenizedRecord:
     """Raises RecordError (too_long, no_supervised_tokens, tokenization) when the record cannot be used."""
-    rendered = template.render(record, tokenizer)
-    ids, offsets = _encode(rendered.text, tokenizer)
+    rendered = _render(record, tokenizer, template)
+    ids, offsets = _encode([rendered.text], tokenizer)[0]
+    return _assemble(record, rendered, ids, offsets, tokenizer, num_image_tokens, max_length)
+
+
+def tokenize_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: int,
+                     max_length: int, batch_size: int = 1024) -> Iterator[tuple[Record, TokenizedRecord | RecordError]]:
+    """`tokenize_record` for many records, encoding a batch at a time (the fast tokenizer runs it in parallel)."""
+    for start in range(0, len(records), batch_size):
+        batch, rendered = records[start : start + batch_size], []
+        for record in batch:
+            try:
+                rendered.append(_render(record, tokenizer, template))
+            except RecordError as err:
+                rendered.append(err)
+        texts = [r.text for r in rendered if isinstance(r, Rendered)]
+        encoded = iter(_encode(texts, tokenizer))
+        for record, r in zip(batch, rendered, strict=True):
+            if isinstance(r, RecordError):
+                yield record, r
+                continue
+            ids, offsets = next(encoded)
+            try:
+                yield record, _assemble(record, r, ids, offsets, tokenizer, num_image_tokens, max_length)
+            except RecordError as err:
+                yield record, err
+
+
+def _render(record: Record, tokenizer, template: Template) -> Rendered:
+    try:
+        return template.render(record, tokenizer)
+    except RecordError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a tokenizer's own chat template may raise anything
+        raise RecordError("tokenization", f"template {template.name!r} cannot render the record: {err}") from err
+
+
+def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
+              num_image_tokens: int, max_length: int) -> TokenizedRecord:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     found = ids.count(image_id)
     if found != len(record.images):
@@ -61,11 +99,19 @@ def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_
     return result
 
 
-def _encode(text: str, tokenizer) -> tuple[list[int], list[tuple[int, int]]]:
+def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """(ids, character offsets) per text; no BOS is added where the template wrote it itself."""
     bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and text.startswith(bos))  # the template wrote the BOS itself
-    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True, verbose=False)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    out: list = [None] * len(texts)
+    for add_special in (True, False):
+        idx = [i for i, t in enumerate(texts) if add_special != bool(bos and t.startswith(bos))]
+        if not idx:
+            continue
+        enc = tokenizer([texts[i] for i in idx], add_special_tokens=add_special, return_offsets_mapping=True,
+                        verbose=False)
+        for k, i in enumerate(idx):
+            out[i] = (list(enc["input_ids"][k]), [tuple(o) for o in enc["offset_mapping"][k]])
+    return out
 
 
 def _supervised_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
