@@ -17,7 +17,7 @@ import torch
 
 _PACKAGES = ("torch", "transformers", "peft", "accelerate", "deepspeed", "bitsandbytes", "datasets", "vistune")
 # bf16 slower than this fraction of fp32 means the CPU emulates it: training in bf16 would crawl.
-_BF16_MIN_SPEED_RATIO = 0.25
+BF16_MIN_SPEED_RATIO = 0.25
 
 
 @dataclass
@@ -64,10 +64,10 @@ def cpu_bf16_speed_ratio() -> float:
     return _matmul_seconds(torch.float32) / max(_matmul_seconds(torch.bfloat16), 1e-9)
 
 
-def bf16_supported() -> bool:
+def bf16_supported(min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return cpu_bf16_speed_ratio() >= _BF16_MIN_SPEED_RATIO
+    return cpu_bf16_speed_ratio() >= min_speed_ratio
 
 
 def tf32_supported() -> bool:
@@ -114,11 +114,11 @@ def environment_report() -> dict:
     }
 
 
-def check_config(config) -> list[Problem]:
+def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> list[Problem]:
     """What `config` (a vistune.train RunConfig) asks for that this machine lacks; empty when it can run."""
     problems = []
     wants_bf16 = config.optim.bf16 or str(config.model.dtype) in ("bfloat16", "bf16")
-    if wants_bf16 and not bf16_supported():
+    if wants_bf16 and not bf16_supported(bf16_min_speed_ratio):
         where = "this CPU emulates bf16" if not torch.cuda.is_available() else "this GPU has no bf16"
         problems.append(Problem(f"bf16 requested but {where}", "set optim.bf16=false model.dtype=float32"))
     if config.optim.tf32 and not tf32_supported():
