@@ -14,7 +14,7 @@ def shapes_data(tmp_path_factory):
     return synthesize(out, n=48, n_heldout=12, image_size=32)
 
 
-def _train_briefly(model, processor, data, steps: int = 30) -> None:
+def _train_briefly(model, processor, data, steps: int = 12, batch_size: int = 4) -> list[float]:
     """A few AdamW steps of stage-2-style training (projector + LLM) on the synthetic instruct set."""
     from vistune.data_prep import DataCollator, VisualInstructDataset, get_template, load_records
 
@@ -28,15 +28,18 @@ def _train_briefly(model, processor, data, steps: int = 30) -> None:
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     torch.manual_seed(0)
+    losses = []
     for step in range(steps):
-        idx = [(step * 8 + k) % len(dataset) for k in range(8)]
+        idx = [(step * batch_size + k) % len(dataset) for k in range(batch_size)]
         batch = collate([dataset[i] for i in idx])
         batch.pop("ids")
         loss = model(**batch).loss
+        losses.append(float(loss))
         loss.backward()
         optim.step()
         optim.zero_grad()
     model.eval()
+    return losses
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +49,8 @@ def trained_tiny(tiny_parts, shapes_data, tmp_path_factory):
 
     vision, llm = tiny_parts
     model, processor = build_llava(str(vision), str(llm), template="vicuna_v1")
-    _train_briefly(model, processor, shapes_data)
+    losses = _train_briefly(model, processor, shapes_data)
+    assert sum(losses[-3:]) < sum(losses[:3]), losses  # it did learn something
     out = tmp_path_factory.mktemp("trained-tiny")
     model.save_pretrained(out)
     processor.save_pretrained(out)
