@@ -34,7 +34,7 @@ def _train_briefly(model, processor, data, steps: int = 12, batch_size: int = 4)
         batch = collate([dataset[i] for i in idx])
         batch.pop("ids")
         loss = model(**batch).loss
-        losses.append(float(loss))
+        losses.append(loss.item())
         loss.backward()
         optim.step()
         optim.zero_grad()
