@@ -81,3 +81,18 @@ def test_sampler_groups_modalities_and_is_deterministic():
         signs = {lengths[i] > 0 for i in chunk}
         assert len(signs) == 1  # one modality per megabatch
         assert [abs(lengths[i]) for i in chunk] == sorted((abs(lengths[i]) for i in chunk), reverse=True)
+
+
+def test_skips_from_dataloader_workers_reach_the_streamed_file(tmp_path, image_root, tiny_processor):
+    from torch.utils.data import DataLoader
+
+    stream = tmp_path / "run" / "skipped.jsonl"
+    skips = SkipLog(stream_to=stream)
+    records = load_records(write_json(tmp_path / "d.json", [llava("ok", "a.png", ("q", "a")),
+                                                            llava("gone", "missing.png", ("q", "a"))]), skips=skips)
+    ds = VisualInstructDataset(records, tiny_processor, get_template("vicuna_v1"), image_root=image_root,
+                               num_image_tokens=16, max_length=200, skips=skips)
+    loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=DataCollator(0))
+    (batch,) = list(loader)
+    assert batch["ids"] == ["ok"]
+    assert [(s.id, s.stage, s.problem) for s in SkipLog.read_jsonl(stream)] == [("gone", "image", "missing_image")]

@@ -27,16 +27,35 @@ class Skip:
 
 
 class SkipLog:
-    """Collects `Skip`s; `summary()` for the console, `write_jsonl()` for the run directory."""
+    """Collects `Skip`s; `summary()` for the console, `write_jsonl()` for the run directory.
 
-    def __init__(self) -> None:
+    With `stream_to`, every skip is also appended to that file as it happens (one short O_APPEND write per
+    line), so skips recorded inside DataLoader worker processes reach the run's `skipped.jsonl` too;
+    `SkipLog.read_jsonl` loads it back for the summary.
+    """
+
+    def __init__(self, stream_to: str | Path | None = None) -> None:
         self.items: list[Skip] = []
+        self.stream_to = Path(stream_to) if stream_to else None
+        if self.stream_to:
+            self.stream_to.parent.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def read_jsonl(cls, path: str | Path) -> SkipLog:
+        log_ = cls()
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                log_.items.append(Skip(**json.loads(line)))
+        return log_
 
     def add(self, *, id: str, source: str, problem: str, reason: str, stage: str,
             index: int | None = None, field: str | None = None) -> Skip:
         skip = Skip(id=str(id), source=str(source), problem=problem, reason=reason, stage=stage,
                     index=index, field=field)
         self.items.append(skip)
+        if self.stream_to:
+            with self.stream_to.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(asdict(skip), ensure_ascii=False) + "\n")
         log.debug("skipped %s (%s): %s", skip.id, skip.problem, skip.reason)
         return skip
 
