@@ -36,12 +36,15 @@ def load_records(path: str | Path) -> list[dict]:
     path = Path(path)
     if path.suffix == ".jsonl":
         return read_jsonl(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:  # JSON lines under a .json name (POPE's coco_pope_*.json)
+        return read_jsonl(path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         return data["data"]
-    if isinstance(data, dict):
+    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
         return [{"question_id": k, **v} for k, v in data.items()]
-    return data
+    return [data] if isinstance(data, dict) else data
 
 
 def _question(record: dict) -> str:
