@@ -105,3 +105,22 @@ def test_chat_multi_turn(trained_tiny, shapes_data):
     turns = chat(g, str(image), read=lambda _: next(lines), write=written.append)
     assert [r for r, _ in turns] == ["user", "assistant", "user", "assistant"]
     assert len(written) == 2 and all(w.startswith("assistant> ") for w in written)
+
+
+@pytest.mark.slow
+def test_vistune_train_then_eval_run(shapes_data, tmp_path, asked):
+    """The issue's acceptance path with the real trainer: `vistune train` (LoRA, a few steps), then eval run."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "instruct_lora.yaml"
+    run = tmp_path / "lora"
+    assert main(["train", str(recipe), "model.projector=null", f"output_dir={run}", "optim.max_steps=3",
+                 "save_steps=0", f"data.path={shapes_data['instruct']}",
+                 f"data.image_root={shapes_data['instruct'].parent}"]) == 0
+    heldout = shapes_data["heldout"]
+    n = len(json.loads(heldout.read_text()))
+    assert _run(run, heldout, tmp_path / "eval", "--limit", "4") == 0
+    assert _run(run, heldout, tmp_path / "eval") == 0
+    assert len(asked) == n  # 4, then the n - 4 others: nobody asked twice
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["answered"] == n and metrics["template"] == "vicuna_v1"
