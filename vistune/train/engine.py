@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
 from vistune.train.build import build_dataset, build_model, length_sampler_fn
@@ -34,6 +36,7 @@ class TrainResult:
     global_step: int
     status: str  # "done", or "interrupted" (a signal: a checkpoint was saved, rerun to resume)
     checkpoint: Path | None = None  # the checkpoint written on interruption
+    model: object = None  # the trained model as it is in memory (PEFT-wrapped for lora / qlora)
 
 
 def _rank() -> int:
@@ -77,6 +80,8 @@ def training_arguments(config: RunConfig):
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
+        # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
+        use_cpu=not torch.cuda.is_available(),
     )
 
 
@@ -95,8 +100,10 @@ def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
     return ckpt.latest_checkpoint(config.output_dir)
 
 
-def train(config: RunConfig) -> TrainResult:
-    """Runs `config` to the end (or to a signal); raises TrainingStopped on a non-finite loss."""
+def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
+    """Runs `config` to the end (or to a signal); raises TrainingStopped on a non-finite loss.
+
+    `callbacks` are extra `transformers.TrainerCallback`s (progress hooks, tests)."""
     from transformers import set_seed
 
     from vistune.data_prep import SkipLog
@@ -126,7 +133,7 @@ def train(config: RunConfig) -> TrainResult:
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch), signals],
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch), signals, *(callbacks or [])],
         projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
         train_sampler_fn=length_sampler_fn(config, dataset),
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
@@ -150,10 +157,10 @@ def train(config: RunConfig) -> TrainResult:
     if signals.received is not None:
         latest = ckpt.latest_checkpoint(out)
         _say(f"stopped by signal after step {step}; checkpoint {latest}. Rerun the same command to resume.")
-        return TrainResult(out, step, "interrupted", latest)
+        return TrainResult(out, step, "interrupted", latest, trainer.model)
     _save_final(trainer, out, is_main)
     _say(f"done: {step} steps; outputs in {out}")
-    return TrainResult(out, step, "done")
+    return TrainResult(out, step, "done", model=trainer.model)
 
 
 def _save_last_good(trainer: VistuneTrainer) -> Path:

@@ -1,7 +1,8 @@
 """`--dry-run`: what a run would do, without loading (or downloading) a single weight.
 
 The model is instantiated on the meta device from the parts' configs when those are on this machine (a local
-directory, the HF cache, a GGUF file); otherwise the parameter table is skipped with a note that says so.
+directory, the HF cache, a GGUF file), else from vistune's table of published architectures (`vistune.train.arch`);
+for parts in neither, the parameter table is skipped with a note that says so.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def planned_model(config: RunConfig):
 
     try:
         vision_src, llm_src = resolve_vision(config.vision), resolve_llm(config.llm)
-    except RuntimeError as err:  # e.g. a GGUF preset whose package is not installed
-        raise PartsNotLocal(str(err)) from None
-    vcfg = _local_config(vision_src)
+        vcfg = _local_config(vision_src)
+        tcfg = _local_config(llm_src)
+        source = "the parts' configs"
+    except (RuntimeError, PartsNotLocal) as err:  # not here (or a GGUF package not installed)
+        vcfg, tcfg = _configs_from_table(config, err)
+        source = "vistune's table of published architectures (vistune.train.arch)"
     vcfg = getattr(vcfg, "vision_config", vcfg)
-    tcfg = _local_config(llm_src)
     drop_cls = vcfg.model_type.startswith("clip")
     llava_config = LlavaConfig(
         vision_config=vcfg.to_dict(),
@@ -63,7 +66,26 @@ def planned_model(config: RunConfig):
                                 target_modules=config.lora.target_modules)
         model = attach_lora(model, settings)
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
-    return model
+    return model, source
+
+
+def _configs_from_table(config: RunConfig, err: Exception):
+    """Vision / LLM configs rebuilt from published architecture numbers, for parts not on this machine."""
+    from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
+
+    from vistune.train.arch import resolve_llm_arch, resolve_vision_arch
+
+    try:
+        v, t = resolve_vision_arch(config.vision), resolve_llm_arch(config.llm)
+    except ValueError:
+        raise PartsNotLocal(str(err)) from None
+    vision_cls = CLIPVisionConfig if v.cls_token else SiglipVisionConfig
+    vcfg = vision_cls(hidden_size=v.hidden, num_hidden_layers=v.layers, intermediate_size=v.intermediate,
+                      image_size=v.image_size, patch_size=v.patch_size, num_attention_heads=max(1, v.hidden // 64))
+    tcfg = LlamaConfig(hidden_size=t.hidden, num_hidden_layers=t.layers, intermediate_size=t.intermediate,
+                       num_attention_heads=t.heads, num_key_value_heads=t.kv_heads, vocab_size=t.vocab,
+                       tie_word_embeddings=t.tied_embeddings)
+    return vcfg, tcfg
 
 
 def plan(config: RunConfig) -> str:
@@ -74,9 +96,10 @@ def plan(config: RunConfig) -> str:
     lines += [f"parts: vision={config.vision}  llm={config.llm}  template={config.template}"]
     lines += [f"note: {n}" for n in checks(config)]
     try:
-        table = format_parameter_table(count_parameters(planned_model(config)))
-        lines += ["planned trainable parameters (meta device, from the parts' configs; the image / pad tokens "
-                  "added at build time are not counted):", table]
+        model, source = planned_model(config)
+        table = format_parameter_table(count_parameters(model))
+        lines += [f"planned trainable parameters (meta device, no weights loaded; from {source}; the image / pad "
+                  "tokens added at build time are not counted):", table]
     except PartsNotLocal as err:
         lines += [f"parameter table skipped: {err}; a dry run never downloads. Download the parts (or point "
                   f"model.vision / model.llm at local directories) to see it."]
