@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "vistune.data_prep.cli",
     "vistune.train.cli",
     "vistune.train.env_cli",
+    "vistune.train.plan_cli",
     "vistune.eval.cli",
 ]
 

@@ -152,15 +152,17 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
         est.weights = frozen + trainable
 
     grads = n_trainable * grad_b
+    offload = engine.offload_optimizer and stage >= 2  # the gradient partitions follow the optimizer to the host
     if stage >= 2:
         bucket = engine.reduce_bucket or llm.hidden**2
-        est.gradients = grads / world + (2 * bucket * grad_b if stage == 2 else 0)
+        buckets = 2 * bucket * grad_b if stage == 2 else 0
+        est.gradients = buckets if offload else grads / world + buckets
     else:
         est.gradients = grads * (2 if world > 1 else 1)  # DDP keeps its own gradient buckets
 
     optim = n_trainable * optim_b / (world if stage >= 1 else 1)
-    if engine.offload_optimizer and stage >= 2:
-        est.host_offload += optim
+    if offload:
+        est.host_offload += optim + grads / world
     else:
         est.optimizer = optim
 

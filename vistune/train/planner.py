@@ -74,8 +74,9 @@ class PlanInput:
 @dataclass
 class Suggestion:
     change: str  # what to change, in recipe terms
-    memory_gib: float
-    hours: float
+    memory_gib: float  # per GPU
+    hours: float  # per epoch
+    host_gib: float = 0.0  # host RAM per GPU for offloaded states
 
 
 @dataclass
@@ -150,35 +151,38 @@ def _with_micro_batch(inp: PlanInput, label: str) -> tuple[str, PlanInput] | Non
 
 
 def suggest(inp: PlanInput, limit: int = 5) -> list[Suggestion]:
-    """Changes that make `inp` fit, from least to most intrusive, each with its memory and hours."""
-    candidates: list[tuple[str, PlanInput]] = []
+    """Changes that make `inp` fit, from least to most intrusive, each with its memory and hours.
+
+    An engine change (ZeRO stage, offload) is listed only when it allows a larger micro-batch than the
+    changes before it; a method change (LoRA, QLoRA) is always listed when it fits.
+    """
     base = inp
+    candidates: list[tuple[str, PlanInput, bool]] = []  # (label, input, always list)
     if not inp.work.gradient_checkpointing:
         base = inp.replace(work=dataclasses.replace(inp.work, gradient_checkpointing=True))
-        candidates.append(("optim.gradient_checkpointing=true", base))
-    candidates.append(("", base))
+        candidates.append(("optim.gradient_checkpointing=true", base, False))
+    candidates.append(("", base, False))
     if inp.world_size > 1:
         for stage in (2, 3):
             if inp.zero_stage < stage:
-                candidates.append((f"deepspeed=configs/deepspeed/zero{stage}.json", base.replace(zero_stage=stage)))
+                label = f"deepspeed=configs/deepspeed/zero{stage}.json"
+                candidates.append((label, base.replace(zero_stage=stage), False))
     offload = base.replace(zero_stage=3, offload_optimizer=True, offload_param=True)
-    candidates.append(("deepspeed=configs/deepspeed/zero3_offload.json", offload))
+    candidates.append(("deepspeed=configs/deepspeed/zero3_offload.json", offload, False))
     if inp.work.stage == "instruct" and inp.work.method != "qlora":
         for method in ("lora", "qlora") if inp.work.method == "full" else ("qlora",):
             changed = base.replace(work=dataclasses.replace(base.work, method=method))
-            candidates.append((f"method={method}", changed))
+            candidates.append((f"method={method}", changed, True))
     out: list[Suggestion] = []
-    seen = set()
-    for label, candidate in candidates:
+    best_micro_batch = 0
+    for label, candidate, always in candidates:
         found = _with_micro_batch(candidate, label)
-        if found is None or not found[0] or found[0] in seen:
+        if found is None or not found[0] or (found[1].micro_batch <= best_micro_batch and not always):
             continue
-        seen.add(found[0])
+        best_micro_batch = max(best_micro_batch, found[1].micro_batch)
         est = estimate(found[1])
-        out.append(Suggestion(found[0], est.memory_gib, est.hours))
-        if len(out) >= limit:
-            break
-    return out
+        out.append(Suggestion(found[0], est.memory_gib, est.hours, est.memory.host_offload / GIB))
+    return out[:limit]
 
 
 def _notes(inp: PlanInput) -> list[str]:
@@ -196,3 +200,62 @@ def _notes(inp: PlanInput) -> list[str]:
         notes.append("align with gradient checkpointing: the frozen LLM's recompute is a third of the work; "
                      "turn it off when the activations fit")
     return notes
+
+
+def deepspeed_settings(path: str | None) -> dict:
+    """zero_stage / offload flags / reduce bucket from a DeepSpeed JSON (by its name when the file is absent)."""
+    import json
+    import re
+    from pathlib import Path
+
+    if not path:
+        return {"zero_stage": 0}
+    file = Path(path)
+    if not file.is_file():
+        match = re.search(r"zero(\d)", file.name)
+        offload = "offload" in file.name
+        return {"zero_stage": int(match.group(1)) if match else 0, "offload_optimizer": offload,
+                "offload_param": offload and "zero3" in file.name}
+    zero = json.loads(file.read_text()).get("zero_optimization", {})
+    bucket = zero.get("reduce_bucket_size", "auto")
+    return {
+        "zero_stage": int(zero.get("stage", 0)),
+        "offload_optimizer": zero.get("offload_optimizer", {}).get("device", "none") in ("cpu", "nvme"),
+        "offload_param": zero.get("offload_param", {}).get("device", "none") in ("cpu", "nvme"),
+        "reduce_bucket": None if bucket == "auto" else float(bucket),
+    }
+
+
+def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
+    """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
+    from vistune.model.compose import torch_dtype
+    from vistune.train.arch import resolve_llava_arch
+    from vistune.train.datasets import dataset_stats
+
+    dtype = torch_dtype(config.model.dtype)
+    work = Workload(
+        stage=config.stage,
+        method=config.method,
+        lora_r=config.lora.r,
+        lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
+        train_vision=config.model.train_vision,
+        gradient_checkpointing=config.optim.gradient_checkpointing,
+    )
+    inp = PlanInput(
+        arch=resolve_llava_arch(config.vision, config.llm),
+        work=work,
+        data=dataset_stats(config.data.path),
+        gpu=gpu,
+        model_name=config.model.preset or config.llm,
+        max_length=config.data.max_length,
+        micro_batch=config.optim.per_device_batch_size,
+        grad_accum=config.optim.grad_accum,
+        epochs=config.optim.epochs,
+        gpus_per_node=gpus_per_node,
+        nodes=nodes,
+        dtype_bytes=dtype.itemsize,
+        attention="eager" if config.model.attn_implementation == "eager" else "sdpa",
+        lora_dropout=config.lora.dropout,
+        **deepspeed_settings(config.deepspeed),
+    )
+    return inp.replace(**{k: v for k, v in overrides.items() if v is not None})
