@@ -69,7 +69,8 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
 
     `adapter` overrides the adapter found inside `path`; `merge` folds the LoRA into the LLM (a plain Llava model
     comes back). `template_name` is the conversation template the model was trained with ("auto" if unknown).
-    A QLoRA run is rebuilt on its 4-bit base (as trained) unless `dequantize` asks for the base in `dtype`.
+    A QLoRA run is rebuilt on its 4-bit base (as trained) unless `dequantize` asks for the base in `dtype`;
+    `merge` implies `dequantize` (merging into 4-bit weights would re-quantise them).
     """
     from vistune.model.compose import build_llava, torch_dtype
     from vistune.model.projector import PROJECTOR_FILE, load_projector
@@ -82,6 +83,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
 
         verify_manifest(path)
     base = json.loads((path / _BASE_FILE).read_text()) if (path / _BASE_FILE).is_file() else None
+    dequantize = dequantize or merge
     template = (base or {}).get("template", "auto")
     adapter_path = _adapter_path(path, adapter)
 
@@ -104,6 +106,8 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))
+        elif base.get("load_in_4bit"):
+            keep_4bit_training_kernel(model)
         if (path / PROJECTOR_FILE).is_file():
             load_projector(model, path / PROJECTOR_FILE)
         elif base.get("stage") is not None:
@@ -158,6 +162,16 @@ def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
             raise RuntimeError(f"{directory}: full weights lack {missing[:3]} ...")
     if (directory / PROJECTOR_FILE).is_file():
         load_projector(llava_of(model), directory / PROJECTOR_FILE)
+
+
+def keep_4bit_training_kernel(model: torch.nn.Module) -> None:
+    """On CPU, bitsandbytes switches 4-bit layers in eval mode to a packed bf16 kernel that needs output widths
+    divisible by its block size and computes differently from training; keep the kernel the model trained with."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def dequantize_4bit(model: torch.nn.Module, dtype: torch.dtype) -> None:

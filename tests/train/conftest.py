@@ -1,0 +1,53 @@
+"""Training-room fixtures: a small synthetic shapes dataset, tiny recipes pointed at it, one-thread torch.
+
+The tiny models are so small that thread start-up dominates; one thread per process also keeps runs
+deterministic and fast on a shared 2-core CI box.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "tiny"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory, tiny_parts):
+    """Synthetic shapes data; `small.json` holds 8 fixed instruct records (images and one text-only)."""
+    from vistune.data_prep import synthesize
+
+    root = tmp_path_factory.mktemp("shapes")
+    paths = synthesize(root, n=24, seed=0)
+    records = json.loads(paths["instruct"].read_text())
+    text_only = [r for r in records if "image" not in r][:1]
+    small = [r for r in records if "image" in r][:7] + text_only
+    (root / "small.json").write_text(json.dumps(small))
+    small_align = json.loads(paths["align"].read_text())[:8]
+    (root / "small_align.json").write_text(json.dumps(small_align))
+    return root
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def tiny_overrides(shapes: Path, out: Path, data: str = "small.json", **extra) -> list[str]:
+    items = {"data.path": str(shapes / data), "data.image_root": str(shapes), "output_dir": str(out), **extra}
+    return [f"{k}={v}" for k, v in items.items()]

@@ -1,0 +1,36 @@
+"""Shared test helpers: a fixed batch from a run's own data pipeline, and logits / loss on it."""
+
+from __future__ import annotations
+
+import torch
+
+
+def fixed_batch(config, processor, model) -> dict:
+    """Every record of `config.data.path`, through the training pipeline, as one batch (no ids)."""
+    from vistune.data_prep import SkipLog
+    from vistune.train.build import build_dataset
+
+    dataset, collator = build_dataset(config, processor, model, SkipLog())
+    batch = collator([dataset[i] for i in range(len(dataset))])
+    batch.pop("ids")
+    return batch
+
+
+def _eval(model) -> None:
+    from vistune.model.load import keep_4bit_training_kernel
+
+    model.eval()
+    keep_4bit_training_kernel(model)  # the in-memory QLoRA model, as load_trained does for reloaded ones
+
+
+@torch.no_grad()
+def logits(model, batch: dict) -> torch.Tensor:
+    _eval(model)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return model(**inputs).logits.float()
+
+
+@torch.no_grad()
+def loss(model, batch: dict) -> float:
+    _eval(model)
+    return float(model(**batch).loss)
