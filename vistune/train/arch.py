@@ -95,8 +95,8 @@ class VisionArch:
 
     @property
     def layer_params(self) -> int:
-        d = self.hidden
-        return 4 * d * d + 2 * d * self.intermediate + 4 * d  # q/k/v/o, fc1/fc2, two LayerNorms
+        d, f = self.hidden, self.intermediate
+        return 4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d  # q/k/v/o, fc1/fc2 (with biases), two LayerNorms
 
     @property
     def matmul_params(self) -> int:
@@ -105,8 +105,10 @@ class VisionArch:
 
     @property
     def params(self) -> int:
-        patch_embed = 3 * self.patch_size**2 * self.hidden
-        return self.layers * self.layer_params + patch_embed + self.tokens * self.hidden
+        d = self.hidden
+        patch_embed = 3 * self.patch_size**2 * d
+        extra = d + 4 * d if self.cls_token else d + 2 * d  # CLIP: class embedding, pre/post LayerNorm
+        return self.layers * self.layer_params + patch_embed + self.tokens * d + extra
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,29 @@ def layer_activation_bytes(llm: LLMArch, work: Workload, b: int, lora_dropout: f
     return saved
 
 
-def activation_bytes(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
-                     images: int = 1, lora_dropout: float = 0.05) -> float:
-    """Peak saved-for-backward bytes of a micro-batch of `micro_batch` sequences of `tokens` tokens each."""
+@dataclass
+class Activations:
+    """Activation memory of one micro-batch, by part (bytes)."""
+
+    layers: float  # saved by the decoder layers (checkpointing: each layer's input only) + the final norm
+    projector: float  # projector input, GELU input and output, per image
+    loss_tail: float  # fp32 log-softmax output + its gradient + the nll gradient, over the vocabulary
+    backward_work: float  # checkpointing: the layer being recomputed holds its full set again
+    vision_forward: float  # the frozen tower's hidden states, alive only during its forward
+
+    @property
+    def saved(self) -> float:
+        """What autograd holds at the end of the forward (the log-softmax output is a third of the loss tail)."""
+        return self.layers + self.projector + self.loss_tail / 3
+
+    @property
+    def peak(self) -> float:
+        return max(self.layers + self.projector + max(self.loss_tail, self.backward_work), self.vision_forward)
+
+
+def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
+                images: int = 1, lora_dropout: float = 0.05) -> Activations:
+    """Activations of a micro-batch of `micro_batch` sequences of `tokens` tokens each."""
     llm, vis = arch.llm, arch.vision
     b = activation_dtype_bytes(work, engine)
     n = tokens * micro_batch
@@ -92,18 +112,17 @@ def activation_bytes(arch: LlavaArch, work: Workload, engine: Engine, tokens: in
     # Backward frees each layer's saved tensors about as fast as it makes their gradients; with checkpointing
     # the layer being recomputed holds its full set again (measured on the tiny model, tests/plan).
     if work.gradient_checkpointing:
-        saved = llm.layers * llm.hidden * b * n  # each layer's input only
-        backward_work = per_layer
+        layers, backward_work = llm.layers * llm.hidden * b * n, per_layer  # each layer's input only
     else:
-        saved = llm.layers * per_layer
-        backward_work = 0.0
-    saved += 4 * llm.hidden * n + (llm.hidden * b * n if work.llm_trained else 0)  # final norm (+ lm_head input)
-    loss_tail = 12 * llm.vocab * n  # fp32 log-softmax output + its gradient + the nll gradient
-    # The image path: projector input, GELU input and output, per image; the frozen tower keeps nothing.
-    projector = images * micro_batch * arch.image_tokens * (vis.hidden + 2 * llm.hidden) * b
-    peak = saved + projector + max(loss_tail, backward_work)
-    vision_forward = images * micro_batch * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b  # hidden states
-    return max(peak, vision_forward)
+        layers, backward_work = llm.layers * per_layer, 0.0
+    layers += 4 * llm.hidden * n + (llm.hidden * b * n if work.llm_trained else 0)  # final norm (+ lm_head input)
+    return Activations(
+        layers=layers,
+        projector=images * micro_batch * arch.image_tokens * (vis.hidden + 2 * llm.hidden) * b,
+        loss_tail=12 * llm.vocab * n,
+        backward_work=backward_work,
+        vision_forward=images * micro_batch * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
+    )
 
 
 def activation_dtype_bytes(work: Workload, engine: Engine) -> int:
@@ -166,7 +185,7 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
     else:
         est.optimizer = optim
 
-    est.activations = activation_bytes(arch, work, engine, tokens, micro_batch, images, lora_dropout)
+    est.activations = activations(arch, work, engine, tokens, micro_batch, images, lora_dropout).peak
     dynamic = est.activations + est.zero3_live + est.gradients
     est.overhead = FRAGMENTATION * dynamic + (GPU_CONTEXT_BYTES if engine.device == "cuda" else 0)
     return est
