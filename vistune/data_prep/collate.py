@@ -16,8 +16,9 @@ class DataCollator:
 
     def __call__(self, samples: list[dict | None]) -> dict:
         samples = [s for s in samples if s is not None]
-        if not samples:
-            return {"input_ids": torch.zeros((0, 0), dtype=torch.long), "ids": []}
+        if not samples:  # every sample failed to load: an empty batch with every key (the Trainer counts labels)
+            empty = torch.zeros((0, 0), dtype=torch.long)
+            return {"input_ids": empty, "attention_mask": empty.clone(), "labels": empty.clone(), "ids": []}
         longest = max(len(s["input_ids"]) for s in samples)
         batch = {
             "input_ids": self._pad([s["input_ids"] for s in samples], longest, self.pad_token_id),
