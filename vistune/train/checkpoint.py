@@ -25,6 +25,10 @@ class ManifestError(RuntimeError):
     """A directory's files do not match its manifest; the message names the files."""
 
 
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (e.g. disk full); the staged copy is removed, complete checkpoints are untouched."""
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -6,6 +6,7 @@ process group up, TrainingArguments hands the DeepSpeed config to the Trainer.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -142,16 +143,22 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")
+    elif is_main:
+        (out / SKIPPED_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh list
+    trainer._barrier()
+    skips.stream_to = out / SKIPPED_FILE  # image skips happen in DataLoader workers: they append as they go
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except NonFiniteLoss as err:
         saved = _save_last_good(trainer)
         raise TrainingStopped(f"{err}. The last good state (step {trainer.state.global_step}) is saved in "
                               f"{saved}; fix the cause and rerun with resume=auto.") from None
+    except ckpt.CheckpointSaveError as err:
+        raise TrainingStopped(str(err)) from err
     finally:
         signals.uninstall()
-        if is_main and len(skips):
-            skips.write_jsonl(out / SKIPPED_FILE)
+        if is_main:
+            _finish_skip_log(skips, out / SKIPPED_FILE)
 
     step = trainer.state.global_step
     if signals.received is not None:
@@ -161,6 +168,33 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     _save_final(trainer, out, is_main)
     _say(f"done: {step} steps; outputs in {out}")
     return TrainResult(out, step, "done", model=trainer.model)
+
+
+def _finish_skip_log(skips, path: Path) -> None:
+    """skipped.jsonl = every record skipped in this run (and the run it resumes), once each; counts on the console.
+
+    The streamed file holds the workers' image skips (again every epoch) and the resumed run's; the reader's and
+    tokeniser's skips are in memory. Best effort: a full disk must not hide the error that stopped the run."""
+    from vistune.data_prep import Skip, SkipLog
+
+    try:
+        streamed = []
+        for line in (path.read_text(encoding="utf-8").splitlines() if path.is_file() else []):
+            try:
+                streamed.append(Skip(**json.loads(line)))
+            except (ValueError, TypeError):  # a line torn by a kill during its append
+                continue
+        merged, seen = SkipLog(), set()
+        for skip in [*streamed, *skips]:
+            key = (skip.id, skip.source, skip.index, skip.stage, skip.problem)
+            if key not in seen:
+                seen.add(key)
+                merged.items.append(skip)
+        if len(merged):
+            merged.write_jsonl(path.with_name(path.name + ".tmp")).replace(path)
+            _say(f"{merged.summary()}\nevery skipped record, with its reason: {path}")
+    except OSError as err:
+        log.error("could not write %s: %s", path, err)
 
 
 def _save_last_good(trainer: VistuneTrainer) -> Path:

@@ -3,6 +3,7 @@
 - the projector gets its own parameter group and learning rate (`projector_lr`);
 - a batch without images still runs the vision tower and projector, on a dummy image that contributes exactly
   zero, so every ZeRO-3 rank runs the same modules in the same order (embed -> vision -> projector -> LLM);
+- a batch whose samples were all skipped trains as a zero-loss step instead of crashing the run;
 - a non-finite loss (agreed on by all ranks) stops the run before its backward, so the weights on disk are the
   last good ones;
 - saving writes vistune's self-contained artifacts (LoRA-only adapter, projector, processor, base.json) and
@@ -77,6 +78,8 @@ class VistuneTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         ids = inputs.pop("ids", None) or []
+        if inputs["input_ids"].numel() == 0:
+            return self._empty_batch_loss(model, inputs, return_outputs)
         dummy = None
         if inputs.get("pixel_values") is None:
             inputs.pop("pixel_values", None)
@@ -85,6 +88,18 @@ class VistuneTrainer(Trainer):
         if dummy is not None:
             loss = loss + 0.0 * dummy
         self._check_finite(loss, [str(i) for i in ids])
+        return (loss, outputs) if return_outputs else loss
+
+    def _empty_batch_loss(self, model, inputs: dict, return_outputs: bool):
+        """Every sample of the batch was skipped (e.g. all images failed): a one-token forward through every
+        module (so ZeRO-3 ranks stay in step) whose loss is exactly zero, instead of a crash on a 0 x 0 batch."""
+        device = inputs["input_ids"].device
+        pad = llava_of(self.model).config.text_config.pad_token_id or 0
+        one = {"input_ids": torch.full((1, 1), pad, dtype=torch.long, device=device),
+               "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device)}
+        one, dummy = self._text_only_inputs(one)
+        outputs = model(**one)
+        loss = outputs.logits.float().sum() * 0.0 + 0.0 * dummy
         return (loss, outputs) if return_outputs else loss
 
     def _text_only_inputs(self, inputs: dict) -> tuple[dict, torch.Tensor]:
@@ -141,15 +156,31 @@ class VistuneTrainer(Trainer):
         self._staging_root = str(stage)
         try:
             super()._save_checkpoint(model, trial)
+            self._barrier()
+            if self.args.should_save:
+                ckpt.write_manifest(stage / name, extra={"base": self.run_files["base"], "step": self.state.global_step})
+                ckpt.publish(stage / name, root / name)
+        except Exception as err:  # noqa: BLE001 - OSError, or a library's own error for ENOSPC (safetensors)
+            raise self._save_failed(stage / name, err) from err
         finally:
             self._staging_root = None
-        self._barrier()
         if self.args.should_save:
-            ckpt.write_manifest(stage / name, extra={"base": self.run_files["base"], "step": self.state.global_step})
-            ckpt.publish(stage / name, root / name)
             ckpt.rotate(root, self.run_files.get("save_total_limit", 2))
             log.info("saved complete checkpoint %s", root / name)
         self._barrier()
+
+    def _save_failed(self, staged: Path, err: Exception) -> ckpt.CheckpointSaveError:
+        """Frees what the failed save wrote (it is never visible to resume) and says which checkpoint is safe."""
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        last = ckpt.latest_checkpoint(self.args.output_dir)
+        message = (f"saving checkpoint-{self.state.global_step} failed: {err}. "
+                   + (f"The last complete checkpoint {last} is untouched; " if last else "No complete checkpoint "
+                      "exists yet; ")
+                   + "free space (or fix the cause) and rerun with resume=auto.")
+        log.error(message)
+        return ckpt.CheckpointSaveError(message)
 
     def _barrier(self) -> None:
         if self.args.world_size > 1:
