@@ -30,19 +30,40 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
     return dtype
 
 
-def load_vision_tower(vision: str, dtype: torch.dtype):
+class PickleWeightsRefused(ValueError):
+    """A checkpoint holds only pickle weights (.bin / .pt), which can run code on load; safetensors only by default."""
+
+
+def refuse_pickle_only(path: str, what: str) -> None:
+    """Raises PickleWeightsRefused when the local directory `path` has pickle weights but no .safetensors."""
+    directory = Path(path)
+    if not directory.is_dir() or any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        raise PickleWeightsRefused(
+            f"{what} {path}: only pickle weights ({', '.join(pickles[:3])}); vistune loads safetensors only, because "
+            "unpickling a file can run arbitrary code. Convert it to safetensors, or set model.allow_pickle: true "
+            "if you trust where it came from."
+        )
+
+
+def load_vision_tower(vision: str, dtype: torch.dtype, allow_pickle: bool = False):
     """A CLIP or SigLIP vision tower (from a vision-only or a full dual-encoder checkpoint) + its processor."""
     import transformers
     from transformers import AutoConfig, AutoImageProcessor
 
     path = resolve_vision(vision)
+    if not allow_pickle:
+        refuse_pickle_only(path, "vision tower")
     config = AutoConfig.from_pretrained(path)
     vision_config = getattr(config, "vision_config", config)
     family = vision_config.model_type.removesuffix("_vision_model")
     if family not in _VISION_FAMILIES:
         raise ValueError(f"{vision}: vision model type {vision_config.model_type!r} is not CLIP or SigLIP")
     model_class = getattr(transformers, _VISION_FAMILIES[family])
-    tower = model_class.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    # use_safetensors=None: safetensors when present, else the pickle .bin (only with allow_pickle)
+    tower = model_class.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
     processor = AutoImageProcessor.from_pretrained(path, backend=_image_backend())
     return tower, processor, family
 
@@ -64,7 +85,9 @@ def load_llm(llm: str, dtype: torch.dtype, device_map=None, load_in_4bit: bool =
     if path.endswith(".gguf"):
         source, extra = str(Path(path).parent), {"gguf_file": Path(path).name}
     else:
-        extra["use_safetensors"] = not kwargs.pop("allow_pickle", False)
+        extra["use_safetensors"] = None if kwargs.get("allow_pickle") else True
+        if extra["use_safetensors"]:
+            refuse_pickle_only(path, "LLM")
     kwargs.pop("allow_pickle", None)
     if load_in_4bit:
         extra["quantization_config"] = BitsAndBytesConfig(
@@ -129,7 +152,7 @@ def build_llava(
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     dtype = torch_dtype(dtype)
-    tower, image_processor, family = load_vision_tower(vision, dtype)
+    tower, image_processor, family = load_vision_tower(vision, dtype, allow_pickle)
     lm_kwargs = {"allow_pickle": allow_pickle}
     if attn_implementation:
         lm_kwargs["attn_implementation"] = attn_implementation
