@@ -1,0 +1,83 @@
+"""Bad input never kills a run: a dataset mixing every bad-input kind with good records trains to the end, and
+`skipped.jsonl` in the output dir lists exactly the bad records (id + reason), counted on the console.
+Nothing is ever read from outside the image root."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import torch
+from rel_helpers import LORA, ReadWatch, log_steps, overrides
+
+
+def _skips(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_watch_sees_a_read_outside_the_root(zoo, tmp_path):
+    """Positive control for ReadWatch: without it, the tests below would pass vacuously."""
+    with ReadWatch([zoo.outside.parent], tmp_path / "reads.log") as watch:
+        zoo.outside.read_bytes()
+    assert watch.reads() == [str(zoo.outside.resolve())]
+
+
+def test_every_bad_record_is_skipped_with_its_reason_and_every_good_one_loads(zoo, tiny_llava, tmp_path):
+    from vistune.data_prep import SkipLog, VisualInstructDataset, get_template, load_records
+    from vistune.model import num_image_tokens
+
+    model, processor = tiny_llava
+    skips = SkipLog()
+    with ReadWatch([zoo.outside.parent], tmp_path / "reads.log") as watch:
+        records = load_records(zoo.path, skips=skips)
+        dataset = VisualInstructDataset(records, processor, get_template("vicuna_v1"), image_root=zoo.image_root,
+                                        num_image_tokens=num_image_tokens(model), max_length=128, skips=skips)
+        items = {dataset.records[i].id: dataset[i] for i in range(len(dataset))}
+    assert watch.reads() == [], "a file outside the image root was opened"
+    assert {s.id: s.problem for s in skips} == zoo.bad
+    assert all(s.reason and s.stage in ("read", "tokenize", "image") for s in skips)
+    escapes = [s.reason for s in skips if s.problem == "image_escapes_root"]
+    assert len(escapes) == 3 and all("outside the image root" in r or "absolute path" in r for r in escapes)
+    for rid in zoo.good:  # converted (CMYK, 16-bit, palette, animated), EXIF-rotated, truncated-to-fit: all train
+        assert items[rid] is not None, rid
+        assert torch.isfinite(items[rid]["pixel_values"]).all()
+    height, width = dataset.transform.size
+    for rid in zoo.converted:
+        assert items[rid]["pixel_values"].shape == (1, 3, height, width)
+    long_later = dataset.tokenized[[r.id for r in dataset.records].index("long_later_reply")]
+    assert long_later.truncated and long_later.turns_kept == 1 and len(long_later.input_ids) <= 128
+
+
+def test_training_over_the_zoo_finishes_and_lists_exactly_the_bad_records(zoo, tmp_path, capsys):
+    """`vistune train` with DataLoader workers and batches that can be all-bad (batch 1, accumulation 2)."""
+    from vistune.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", str(LORA), *overrides(zoo.path, zoo.image_root, out, **{
+        "optim.max_steps": -1, "optim.epochs": 1, "optim.per_device_batch_size": 1, "optim.grad_accum": 2,
+        "data.num_workers": 2, "data.max_length": 128})]
+    with ReadWatch([zoo.outside.parent], tmp_path / "reads.log") as watch:
+        assert main(args) == 0
+    assert watch.reads() == [], "a file outside the image root was opened (main process or a worker)"
+
+    skipped = _skips(out / "skipped.jsonl")
+    assert Counter(s["id"] for s in skipped) == Counter(list(zoo.bad)), "each bad record exactly once, nothing else"
+    assert {s["id"]: s["problem"] for s in skipped} == zoo.bad
+    assert all(s["reason"] and s["source"] == str(zoo.path) for s in skipped)
+    console = capsys.readouterr().out
+    assert f"skipped {len(zoo.bad)} record(s):" in console
+    for (stage, problem), n in Counter((s["stage"], s["problem"]) for s in skipped).items():
+        assert f"{n:6d}  {stage:9s} {problem}" in console
+    n_samples = len(zoo.good) + sum(s["stage"] == "image" for s in skipped)  # image skips show up only when read
+    assert f"dataset: {n_samples} samples" in console and "done:" in console
+    steps = log_steps(out)
+    assert steps and steps[-1]["step"] == -(-n_samples // 2) and all(s["loss"] == s["loss"] for s in steps)
+
+
+def test_a_batch_of_only_bad_samples_keeps_every_key():
+    """The collator's empty batch still carries labels (the Trainer counts them) and trains as loss 0."""
+    from vistune.data_prep import DataCollator
+
+    batch = DataCollator(pad_token_id=0)([None, None])
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (0, 0)
+    assert batch["ids"] == []
