@@ -157,11 +157,10 @@ def suggest(inp: PlanInput, limit: int = 5) -> list[Suggestion]:
     changes before it; a method change (LoRA, QLoRA) is always listed when it fits.
     """
     base = inp
-    candidates: list[tuple[str, PlanInput, bool]] = []  # (label, input, always list)
+    candidates: list[tuple[str, PlanInput, bool]] = [("", inp, False)]  # (label, input, always list)
     if not inp.work.gradient_checkpointing:
         base = inp.replace(work=dataclasses.replace(inp.work, gradient_checkpointing=True))
         candidates.append(("optim.gradient_checkpointing=true", base, False))
-    candidates.append(("", base, False))
     if inp.world_size > 1:
         for stage in (2, 3):
             if inp.zero_stage < stage:
