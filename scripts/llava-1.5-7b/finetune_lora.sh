@@ -16,7 +16,7 @@ GRAD_ACCUM=$(( GLOBAL_BATCH / (PER_DEVICE * NUM_GPUS * NUM_NODES) ))
 if (( GRAD_ACCUM < 1 )); then GRAD_ACCUM=1; fi
 
 if [[ "${LAUNCHER:-deepspeed}" == accelerate ]]; then
-  exec accelerate launch --num_processes $(( NUM_GPUS * NUM_NODES )) --num_machines "$NUM_NODES" \
+  exec accelerate launch --multi_gpu --num_processes $(( NUM_GPUS * NUM_NODES )) --num_machines "$NUM_NODES" \
     -m vistune.cli train "$CONFIG" optim.grad_accum="$GRAD_ACCUM" "$@"
 else
   exec deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} --num_gpus "$NUM_GPUS" --no_local_rank \

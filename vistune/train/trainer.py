@@ -2,7 +2,7 @@
 
 - the projector gets its own parameter group and learning rate (`projector_lr`);
 - a batch without images still runs the vision tower and projector, on a dummy image that contributes exactly
-  zero, so every ZeRO-3 rank runs the same modules in the same order (embed -> vision -> projector -> LLM);
+  zero (its tokens sit after every real token, masked), so every ZeRO-3 rank runs the same forward;
 - a batch whose samples were all skipped trains as a zero-loss step instead of crashing the run;
 - a non-finite loss (agreed on by all ranks) stops the run before its backward, so the weights on disk are the
   last good ones;
@@ -80,13 +80,10 @@ class VistuneTrainer(Trainer):
         ids = inputs.pop("ids", None) or []
         if inputs["input_ids"].numel() == 0:
             return self._empty_batch_loss(model, inputs, return_outputs)
-        dummy = None
         if inputs.get("pixel_values") is None:
             inputs.pop("pixel_values", None)
-            inputs, dummy = self._text_only_inputs(inputs)
+            inputs = self._text_only_inputs(inputs)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if dummy is not None:
-            loss = loss + 0.0 * dummy
         self._check_finite(loss, [str(i) for i in ids])
         return (loss, outputs) if return_outputs else loss
 
@@ -97,28 +94,36 @@ class VistuneTrainer(Trainer):
         pad = llava_of(self.model).config.text_config.pad_token_id or 0
         one = {"input_ids": torch.full((1, 1), pad, dtype=torch.long, device=device),
                "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device)}
-        one, dummy = self._text_only_inputs(one)
-        outputs = model(**one)
-        loss = outputs.logits.float().sum() * 0.0 + 0.0 * dummy
+        outputs = model(**self._text_only_inputs(one))
+        loss = outputs.logits.float().sum() * 0.0
         return (loss, outputs) if return_outputs else loss
 
-    def _text_only_inputs(self, inputs: dict) -> tuple[dict, torch.Tensor]:
-        """Embeds the text, then runs vision tower + projector on a zero image: same module order as an image batch."""
+    def _text_only_inputs(self, inputs: dict) -> dict:
+        """A text-only batch as an image batch whose one image cannot matter: a zero image whose tokens are appended
+        after every real token, masked out of attention and labels. Under a causal LM nothing real attends to
+        them and no loss reads them, so loss and gradients are exactly the text-only ones, while every rank runs
+        the very same forward (embed -> vision tower -> projector -> LLM) and ZeRO-3 collectives stay in step."""
         llava = llava_of(self.model)
-        vcfg = llava.config.vision_config
-        side = int(vcfg.image_size)
-        param = next(llava.model.multi_modal_projector.parameters())
-        pixels = torch.zeros(1, int(getattr(vcfg, "num_channels", 3)), side, side, device=param.device,
-                             dtype=llava.model.vision_tower.dtype if hasattr(llava.model.vision_tower, "dtype") else param.dtype)
-        input_ids = inputs.pop("input_ids")
-        embeds = llava.get_input_embeddings()(input_ids)
-        features = llava.model.get_image_features(
-            pixel_values=pixels,
-            vision_feature_layer=llava.config.vision_feature_layer,
-            vision_feature_select_strategy=llava.config.vision_feature_select_strategy,
-        ).pooler_output
-        dummy = sum(f.float().sum() for f in features)
-        return {**inputs, "inputs_embeds": embeds}, dummy
+        cfg = llava.config
+        ids = inputs["input_ids"]
+        n = int(cfg.image_seq_length)
+        pad = cfg.text_config.pad_token_id if cfg.text_config.pad_token_id is not None else 0
+        extra = torch.full((ids.shape[0], n), pad, dtype=ids.dtype, device=ids.device)
+        extra[0] = cfg.image_token_id
+        out = {**inputs, "input_ids": torch.cat([ids, extra], dim=1)}
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            out["attention_mask"] = torch.cat([mask, torch.zeros_like(extra, dtype=mask.dtype)], dim=1)
+        labels = inputs.get("labels")
+        if labels is not None:
+            out["labels"] = torch.cat([labels, torch.full_like(extra, -100, dtype=labels.dtype)], dim=1)
+        vcfg = cfg.vision_config
+        tower = llava.model.vision_tower
+        dtype = next(tower.parameters()).dtype
+        dtype = dtype if dtype.is_floating_point else llava.model.multi_modal_projector.linear_1.weight.dtype
+        out["pixel_values"] = torch.zeros(1, int(getattr(vcfg, "num_channels", 3)), int(vcfg.image_size),
+                                          int(vcfg.image_size), dtype=dtype, device=ids.device)
+        return out
 
     def _check_finite(self, loss: torch.Tensor, ids: list[str]) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=loss.device)

@@ -1,0 +1,64 @@
+"""Export round trip: both modes load in a fresh process with transformers / PEFT alone, logits within 1e-4."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train.conftest import TINY, subprocess_env, tiny_overrides
+from tests.train.helpers import fixed_batch, logits
+from vistune.model import load_trained
+from vistune.train.config import load_config
+from vistune.train.engine import train
+
+HELPER = Path(__file__).with_name("load_exported.py")
+
+
+@pytest.fixture(scope="module")
+def lora_run(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora-run")
+    config = load_config(TINY / "instruct_lora.yaml", tiny_overrides(
+        shapes, out, **{"model.projector": "null", "optim.max_steps": 4, "save_steps": 0}))
+    result = train(config)
+    batch = fixed_batch(config, *reversed(load_trained(out)[:2]))  # processor, model
+    batch.pop("labels")
+    return result, batch
+
+
+@pytest.mark.parametrize("mode", ["merged", "base+lora"])
+def test_export_round_trip_in_a_fresh_process(mode, lora_run, tmp_path):
+    from vistune.cli import main
+
+    result, batch = lora_run
+    expected = logits(result.model, batch)  # the trained base + projector + adapter, as in memory
+    out = tmp_path / "export"
+    assert main(["export", "--run", str(result.output_dir), "--out", str(out), "--mode", mode,
+                 "--dtype", "float32"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md"} <= names
+    assert ("adapter" in names) == (mode == "base+lora")
+    if mode == "base+lora":
+        cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+        assert not cfg.get("modules_to_save")
+    readme = (out / "README.md").read_text()
+    assert "LlavaForConditionalGeneration.from_pretrained" in readme and "vllm serve" in readme
+
+    torch.save(batch, tmp_path / "batch.pt")
+    proc = subprocess.run([sys.executable, str(HELPER), str(out), mode, str(tmp_path / "batch.pt"),
+                           str(tmp_path / "logits.pt")], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-4)
+
+
+def test_export_refuses_a_non_empty_target(lora_run, tmp_path):
+    from vistune.train.export import export
+
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        export(lora_run[0].output_dir, tmp_path)
