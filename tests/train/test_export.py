@@ -62,3 +62,21 @@ def test_export_refuses_a_non_empty_target(lora_run, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError):
         export(lora_run[0].output_dir, tmp_path)
+
+
+def test_qlora_exports_onto_its_dequantised_base(shapes, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from vistune.train.export import export
+
+    run = tmp_path / "qlora"
+    config = load_config(TINY / "instruct_qlora.yaml", tiny_overrides(
+        shapes, run, **{"model.projector": "null", "optim.max_steps": 3, "save_steps": 0}))
+    train(config)
+    trained, processor, _ = load_trained(run)  # the 4-bit base + adapter, as trained
+    batch = fixed_batch(config, processor, trained)
+    batch.pop("labels")
+    export(run, tmp_path / "merged", mode="merged", dtype="float32")
+    assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())["text_config"]
+    merged = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
+    torch.testing.assert_close(logits(merged, batch), logits(trained, batch), rtol=0, atol=1e-4)

@@ -107,7 +107,8 @@ def save_artifacts(model, out_dir: str | Path, *, processor, base: dict, config_
         save_adapter(model, out / ADAPTER_DIR, {n: v for n, v in state.items() if "lora_" in n})
     elif weights == "full":
         llava = llava_of(model)
-        buffers = {n: b.detach().cpu() for n, b in llava.named_buffers() if n not in state}
+        persistent = set(llava.state_dict())  # non-persistent buffers (rotary caches) are not weights
+        buffers = {n: b.detach().cpu() for n, b in llava.named_buffers() if n in persistent and n not in state}
         prefix = _strip_prefix(state, llava)
         llava.save_pretrained(out, state_dict={**{k[len(prefix):]: v for k, v in state.items()}, **buffers})
     processor.save_pretrained(out)
