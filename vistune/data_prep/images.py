@@ -25,11 +25,16 @@ def resolve_image_path(path: str, image_root: str | Path) -> Path:
     if os.path.isabs(path):
         raise RecordError("image_escapes_root", f"image {path!r} is an absolute path (must be relative to {root})")
     candidate = root / path
-    real = candidate.resolve()
-    if not real.is_relative_to(root):
-        raise RecordError("image_escapes_root", f"image {path!r} resolves to {real}, outside the image root {root}")
-    if not real.is_file():
-        raise RecordError("missing_image", f"image {candidate} does not exist")
+    try:
+        real = candidate.resolve()
+        if not real.is_relative_to(root):
+            raise RecordError("image_escapes_root", f"image {path!r} resolves to {real}, outside the image root {root}")
+        if not real.is_file():
+            raise RecordError("missing_image", f"image {candidate} does not exist")
+    except (OSError, ValueError, RuntimeError) as err:  # NUL byte, name too long, symlink loop (3.11: RuntimeError)
+        if isinstance(err, RecordError):
+            raise
+        raise RecordError("missing_image", f"image {path!r} cannot be reached under {root}: {err}") from err
     return real
 
 
