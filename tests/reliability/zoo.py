@@ -3,8 +3,8 @@
 `build_zoo(dir)` writes `dir/data/zoo.jsonl` (image root `dir/data`) and a valid image *outside* the root, and
 returns which ids must be skipped (with the problem code) and which must be trained on. Decisions per kind:
 
-- skipped: corrupt / truncated / zero-byte / decompression-bomb images, missing files, a symlink, a `..` path and
-  an absolute path that leave the image root, malformed JSON lines, wrong field types, unknown roles, empty
+- skipped: corrupt / truncated / zero-byte / decompression-bomb images, missing files (and paths that cannot be
+  reached: a NUL byte, a symlink loop), a symlink, a `..` path and an absolute path that leave the image root, malformed JSON lines, wrong field types, unknown roles, empty
   conversations, `<image>` tags without images and images without tags, non-UTF-8 text, and a reply so long
   that not even the first exchange fits in max_length;
 - trained on (valid inputs, converted): CMYK JPEG, 16-bit PNG, palette PNG with transparency, animated GIF,
@@ -90,6 +90,8 @@ def build_zoo(directory: str | Path, good_records: list[dict]) -> Zoo:
     outside.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (32, 32), (0, 255, 0)).save(outside)  # valid: only the root check can refuse it
     (root / "zoo" / "link.png").symlink_to(outside)
+    (root / "zoo" / "loop1.png").symlink_to("loop2.png")
+    (root / "zoo" / "loop2.png").symlink_to("loop1.png")
 
     q = ("What is shown?", "A red rectangle.")
     long_reply = " ".join(["red"] * (MAX_LENGTH * 8))
@@ -113,7 +115,9 @@ def build_zoo(directory: str | Path, good_records: list[dict]) -> Zoo:
                                ("missing", "zoo/nowhere.png", "missing_image"),
                                ("symlink_escape", "zoo/link.png", "image_escapes_root"),
                                ("dotdot_escape", "../outside/secret.png", "image_escapes_root"),
-                               ("absolute_escape", str(outside), "image_escapes_root")):
+                               ("absolute_escape", str(outside), "image_escapes_root"),
+                               ("nul_in_path", "zoo/ok\x00.png", "missing_image"),
+                               ("symlink_loop", "zoo/loop1.png", "missing_image")):
         add(problem, _llava(rid, name, q))
     add("bad_json", b'{"id": "malformed_json", "conversations": [{"from": "human", "value": "q"')
     add("bad_shape", {"id": "wrong_types", "conversations": [{"from": "human", "value": 42},
