@@ -81,3 +81,23 @@ def test_a_batch_of_only_bad_samples_keeps_every_key():
     batch = DataCollator(pad_token_id=0)([None, None])
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (0, 0)
     assert batch["ids"] == []
+
+
+def test_an_interrupted_and_resumed_run_still_lists_each_bad_record_once(zoo, tmp_path):
+    """Image skips seen before the interruption (in workers) survive it; nothing is listed twice after resume."""
+    from rel_helpers import tiny_config
+    from test_resume import StopAfter
+
+    from vistune.train.engine import train
+
+    out = tmp_path / "run"
+    config = tiny_config(zoo.path, zoo.image_root, out, **{
+        "optim.max_steps": -1, "optim.epochs": 2, "optim.per_device_batch_size": 4, "data.num_workers": 2,
+        "save_steps": 3, "data.group_by_length": False})
+    assert train(config, callbacks=[StopAfter(3)]).global_step == 3
+    first = _skips(out / "skipped.jsonl")
+    assert {s["stage"] for s in first} == {"read", "tokenize", "image"}
+    result = train(config)
+    assert result.status == "done" and result.global_step > 3
+    skipped = _skips(out / "skipped.jsonl")
+    assert Counter(s["id"] for s in skipped) == Counter(list(zoo.bad))
