@@ -37,15 +37,15 @@ class PlanInput:
     max_length: int = 2048  # tokens per sample after truncation (image tokens included)
     micro_batch: int = 16  # samples per GPU per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step
-    epochs: float = 1.0
-    gpus_per_node: int = 8
-    nodes: int = 1
+    epochs: float = 1.0  # passes over the data
+    gpus_per_node: int = 8  # processes (GPUs) per node
+    nodes: int = 1  # nodes in the job
     zero_stage: int = 0  # 0 = no DeepSpeed (DDP / one process)
-    offload_optimizer: bool = False
-    offload_param: bool = False
-    dtype_bytes: int = 2  # 2 = bf16 training
-    attention: str = "sdpa"
-    lora_dropout: float = 0.05
+    offload_optimizer: bool = False  # ZeRO-Offload of AdamW states (and gradient partitions) to the host
+    offload_param: bool = False  # ZeRO-3 weights on the host
+    dtype_bytes: int = 2  # 2 = bf16 training, 4 = fp32
+    attention: str = "sdpa"  # sdpa / flash_attention_2, or eager (keeps s² probabilities)
+    lora_dropout: float = 0.05  # > 0: each adapter keeps a dropout mask and output
     reduce_bucket: float | None = None  # DeepSpeed reduce_bucket_size (elements), None = HF's "auto"
     mfu: float | None = None  # a measured MFU for this configuration; None = DEFAULT_HFU
 
