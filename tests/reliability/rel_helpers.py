@@ -30,6 +30,18 @@ def subprocess_env() -> dict:
     return env
 
 
+def stop_after(step: int):
+    """A TrainerCallback that ends training after optimizer step `step` (its save, if due, still happens)."""
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                control.should_training_stop = True
+
+    return StopAfter()
+
+
 def log_steps(out: Path) -> list[dict]:
     path = Path(out) / "log.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []

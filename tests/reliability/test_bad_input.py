@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 import torch
-from rel_helpers import LORA, ReadWatch, log_steps, overrides
+from rel_helpers import LORA, ReadWatch, log_steps, overrides, stop_after, tiny_config
 
 
 def _skips(path) -> list[dict]:
@@ -85,16 +85,13 @@ def test_a_batch_of_only_bad_samples_keeps_every_key():
 
 def test_an_interrupted_and_resumed_run_still_lists_each_bad_record_once(zoo, tmp_path):
     """Image skips seen before the interruption (in workers) survive it; nothing is listed twice after resume."""
-    from rel_helpers import tiny_config
-    from test_resume import StopAfter
-
     from vistune.train.engine import train
 
     out = tmp_path / "run"
     config = tiny_config(zoo.path, zoo.image_root, out, **{
         "optim.max_steps": -1, "optim.epochs": 2, "optim.per_device_batch_size": 4, "data.num_workers": 2,
         "save_steps": 3, "data.group_by_length": False})
-    assert train(config, callbacks=[StopAfter(3)]).global_step == 3
+    assert train(config, callbacks=[stop_after(3)]).global_step == 3
     first = _skips(out / "skipped.jsonl")
     assert {s["stage"] for s in first} == {"read", "tokenize", "image"}
     result = train(config)

@@ -6,20 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rel_helpers import log_steps, tiny_config
+from rel_helpers import log_steps, stop_after, tiny_config
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 STEPS, STOP = 8, 3  # 2 optimizer steps per epoch: the stop lands in the middle of epoch 2
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def _config(clean, out, **extra):
@@ -38,7 +28,7 @@ def test_an_interrupted_run_continues_identically(clean, tmp_path):
 
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert train(_config(clean, straight)).global_step == STEPS
-    assert train(_config(clean, stopped), callbacks=[StopAfter(STOP)]).global_step == STOP
+    assert train(_config(clean, stopped), callbacks=[stop_after(STOP)]).global_step == STOP
     assert [s["step"] for s in log_steps(stopped)] == list(range(1, STOP + 1))
     assert train(_config(clean, stopped)).global_step == STEPS  # resume: auto -> checkpoint-3
 
