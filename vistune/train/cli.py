@@ -37,12 +37,13 @@ def _train(args) -> int:
 
         print(plan(config))
         return 0
+    from vistune.model.compose import PickleWeightsRefused
     from vistune.train.engine import TrainingStopped, train
     from vistune.train.preflight import PreflightError
 
     try:
         result = train(config)
-    except PreflightError as err:
+    except (PreflightError, PickleWeightsRefused) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingStopped as err:
