@@ -112,3 +112,18 @@ def test_unknown_config_keys_are_refused_with_a_suggestion(tmp_path, capsys, whe
         load_config(recipe, extra)
     assert main(["train", str(recipe), *extra, "--dry-run"]) == 2
     assert f"did you mean '{suggestion}'" in capsys.readouterr().err
+
+
+def test_vistune_train_on_a_pickle_only_llm_says_so_with_exit_2(tiny_parts, clean, tmp_path, capsys):
+    from rel_helpers import overrides
+
+    from vistune.cli import main
+
+    vision, llm = tiny_parts
+    pickled = _pickle_only(Path(llm), tmp_path / "llm")
+    data, root = clean
+    args = ["train", str(LORA), *overrides(data, root, tmp_path / "run", **{"model.preset": "null",
+            "model.vision": vision, "model.llm": pickled})]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error: LLM" in err and "only pickle weights" in err and "model.allow_pickle: true" in err
