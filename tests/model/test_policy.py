@@ -86,3 +86,18 @@ def test_qlora_builds_4bit_layers_and_grads_reach_only_lora_and_projector(tiny_p
     loss.backward()
     with_grad = {component_of(n) for n, p in peft_model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == {"lora", "projector"}
+
+
+def test_projector_saves_and_loads_through_a_peft_wrapper(tiny_llava, tmp_path):
+    from vistune.model import load_projector, projector_state_dict, save_projector
+
+    model, _ = tiny_llava
+    peft_model = attach_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    path = save_projector(peft_model, tmp_path)
+    with torch.no_grad():
+        for p in model.model.multi_modal_projector.parameters():
+            p.zero_()
+    load_projector(peft_model, path)
+    state = projector_state_dict(peft_model)
+    assert set(state) == {f"multi_modal_projector.linear_{i}.{k}" for i in (1, 2) for k in ("weight", "bias")}
+    assert all(v.abs().sum() > 0 for v in state.values())

@@ -210,6 +210,16 @@ def _chat_template(template: str | None, tokenizer) -> str | None:
     return get_template(template).jinja or tokenizer.chat_template
 
 
+def llava_of(model: torch.nn.Module):
+    """The LlavaForConditionalGeneration inside any wrapper (PEFT, DeepSpeed engine, DDP)."""
+    from transformers import LlavaForConditionalGeneration
+
+    for module in model.modules():
+        if isinstance(module, LlavaForConditionalGeneration):
+            return module
+    raise TypeError(f"{type(model).__name__} holds no LlavaForConditionalGeneration")
+
+
 def num_image_tokens(model_or_config) -> int:
     """Image tokens per image that the model expects (patches, without CLS)."""
     config = getattr(model_or_config, "config", model_or_config)

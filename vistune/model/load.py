@@ -14,21 +14,13 @@ from pathlib import Path
 
 import torch
 
+from vistune.model.compose import llava_of
+
 log = logging.getLogger(__name__)
 
 _BASE_FILE = "base.json"
 _ADAPTER_DIR = "adapter"
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-
-
-def llava_of(model: torch.nn.Module):
-    """The LlavaForConditionalGeneration inside any wrapper (PEFT, DeepSpeed engine, DDP)."""
-    from transformers import LlavaForConditionalGeneration
-
-    for module in model.modules():
-        if isinstance(module, LlavaForConditionalGeneration):
-            return module
-    raise TypeError(f"{type(model).__name__} holds no LlavaForConditionalGeneration")
 
 
 def _is_llava_dir(path: Path) -> bool:

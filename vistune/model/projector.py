@@ -10,24 +10,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vistune.model.compose import llava_of
+
 PROJECTOR_FILE = "projector.safetensors"
 _PREFIX = "multi_modal_projector."
 
 
-def _llava(model):
-    """Unwraps PEFT / DDP wrappers down to the LlavaForConditionalGeneration."""
-    while not hasattr(model, "model") or not hasattr(model.model, "multi_modal_projector"):
-        inner = getattr(model, "base_model", None) or getattr(model, "module", None)
-        if inner is None or inner is model:
-            inner = getattr(model, "model", None)
-        if inner is None:
-            raise TypeError(f"{type(model).__name__} holds no LLaVA projector")
-        model = inner
-    return model
-
-
 def projector_module(model) -> torch.nn.Module:
-    return _llava(model).model.multi_modal_projector
+    return llava_of(model).model.multi_modal_projector
 
 
 def projector_state_dict(model) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vistune.model.load import llava_of
+from vistune.model.compose import llava_of
 from vistune.model.projector import save_projector
 
 log = logging.getLogger(__name__)

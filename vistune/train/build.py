@@ -65,7 +65,7 @@ def build_dataset(config: RunConfig, processor, model, skips):
     """The tokenised training set (bad records go to `skips`) and its collator."""
     from vistune.data_prep import DataCollator, VisualInstructDataset, get_template, load_records
     from vistune.model import num_image_tokens
-    from vistune.model.load import llava_of
+    from vistune.model.compose import llava_of
 
     records = load_records(config.data.path, skips=skips)
     image_root = config.data.image_root or str(Path(config.data.path).parent)

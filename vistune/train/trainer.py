@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from vistune.model.load import llava_of
+from vistune.model.compose import llava_of
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import ADAPTER_DIR, save_artifacts
 
