@@ -1,4 +1,8 @@
-"""`vistune env` and the start-up checks that fail a run within seconds when the machine lacks something."""
+"""`vistune env` and the start-up checks that fail a run within seconds when the machine lacks something.
+
+bf16 on a CPU is judged by measured speed, not by CPU flags: where the CPU runs bf16 natively (AVX512-BF16 / AMX,
+as on the CI machines at the time of writing) a bf16 config rightly passes, so the fail-fast path is tested with an
+emulating CPU's measured ratio put in place of the measurement."""
 
 from __future__ import annotations
 
@@ -71,3 +75,35 @@ def test_qlora_passes_where_bitsandbytes_quantises():
     cfg.stage, cfg.method = "instruct", "qlora"
     assert preflight.bitsandbytes_backend() is not None  # bitsandbytes 0.50 quantises on CPU
     assert preflight.check_config(cfg) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only checks")
+def test_vistune_train_with_bf16_on_a_cpu_that_emulates_it_fails_fast(monkeypatch, tmp_path, capsys):
+    """`vistune train` on a bf16 config, on a CPU measured to emulate bf16 (the measurement is replaced by an
+    emulating CPU's ratio: CI's CPUs may well have native bf16, where the run rightly starts): exit 2 within
+    seconds, before any weight is loaded, with the setting to change in the message."""
+    import time
+    from pathlib import Path
+
+    import vistune.train.engine as engine
+    from vistune.cli import main
+
+    monkeypatch.setattr(preflight, "cpu_bf16_speed_ratio", lambda: 0.004)  # e.g. 250x slower than fp32
+
+    def no_loading(config):
+        raise AssertionError("weights were loaded before the start-up checks")
+
+    monkeypatch.setattr(engine, "build_model", no_loading)
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "instruct_lora.yaml"
+    start = time.perf_counter()
+    code = main(["train", str(config), "optim.bf16=true", "model.dtype=bfloat16", "data.path=x.json",
+                 f"output_dir={tmp_path}"])
+    assert code == 2 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "bf16 requested but this CPU emulates bf16" in err
+    assert "fix: set optim.bf16=false model.dtype=float32" in err
+
+
+def test_the_bf16_speed_is_measured_once_per_process():
+    """`vistune env` and the start-up check read the same measurement (a noisy second one could disagree)."""
+    assert preflight.cpu_bf16_speed_ratio() == preflight.cpu_bf16_speed_ratio()

@@ -18,11 +18,12 @@ from transformers import TrainerCallback
 log = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
-_KEEP = ("loss", "learning_rate", "grad_norm", "epoch")
+_KEEP = ("loss", "learning_rate", "grad_norm", "epoch", "skipped_steps")  # skipped_steps: vistune.train.supervision
 
 
 class JsonlLogCallback(TrainerCallback):
-    """One JSON line per logging event: step, loss, lr, grad_norm, samples_per_s, (skipped counts), time."""
+    """One JSON line per logging event: step, loss, lr, grad_norm, samples_per_s, skipped_steps, time (no loss
+    when every step of the interval was skipped for lack of supervised tokens)."""
 
     def __init__(self, path: str | Path, global_batch: int):
         self.path = Path(path)
@@ -36,7 +37,7 @@ class JsonlLogCallback(TrainerCallback):
             self._truncate_after(state.global_step)  # a resumed run rewrites the steps after its checkpoint
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        if not state.is_world_process_zero or not logs or not ("loss" in logs or "skipped_steps" in logs):
             return
         now = time.perf_counter()
         steps = state.global_step - self._last_step

@@ -3,7 +3,9 @@
 - the projector gets its own parameter group and learning rate (`projector_lr`);
 - a batch without images still runs the vision tower and projector, on a dummy image that contributes exactly
   zero (its tokens sit after every real token, masked), so every ZeRO-3 rank runs the same forward;
-- a batch whose samples were all skipped trains as a zero-loss step instead of crashing the run;
+- an optimizer step whose batch holds no supervised token on any rank is skipped (no forward, backward or update),
+  warned about and counted in the logs (`vistune.train.supervision`); a batch whose samples were all dropped
+  inside an otherwise supervised step contributes exactly zero instead of crashing the run;
 - a non-finite loss (agreed on by all ranks) stops the run before its backward, so the weights on disk are the
   last good ones;
 - saving writes vistune's self-contained artifacts (LoRA-only adapter, projector, processor, base.json) and
@@ -22,6 +24,7 @@ from transformers import Trainer
 from vistune.model.compose import llava_of
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import ADAPTER_DIR, save_artifacts
+from vistune.train.supervision import SupervisionGuard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class VistuneTrainer(Trainer):
         self.train_sampler_fn = train_sampler_fn
         self._staging_root: str | None = None
         self.nonfinite: NonFiniteLoss | None = None
+        self.supervision = SupervisionGuard()
 
     # ---- optimisation -------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
@@ -73,6 +77,26 @@ class VistuneTrainer(Trainer):
         if self.train_sampler_fn is not None:
             return self.train_sampler_fn(self.args)
         return super()._get_train_sampler(train_dataset)
+
+    # ---- supervision guard ------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's accumulation window, plus the all-rank decision whether it holds any supervised token."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        skip = self.supervision.check_window(batches, self.args.device, self.args.world_size, self.state.global_step)
+        scheduler = getattr(self.model_wrapped, "lr_scheduler", None) if self.is_deepspeed_enabled else None
+        if skip and scheduler is not None:  # DeepSpeed steps its scheduler only inside backward: keep its place
+            scheduler.step()
+        return batches, num_items
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """No forward and no backward for a window without supervised tokens (all ranks agree): no gradient
+        exists, so the optimizer step that follows leaves the weights and their moments untouched."""
+        if self.supervision.skip_current:
+            return torch.zeros((), device=self.args.device)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(self.supervision.fix_logs(logs, self.state.global_step), start_time)
 
     # ---- loss -----------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
