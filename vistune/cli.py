@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "vistune.train.cli",
     "vistune.train.env_cli",
     "vistune.train.plan_cli",
+    "vistune.train.bench_cli",
     "vistune.eval.cli",
 ]
 

@@ -111,3 +111,24 @@ def test_packed_labels_ignore_each_sample_start():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 4]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 2, 3, IGNORE_INDEX, 2, 3, 4, 5]]
     assert "attention_mask" not in batch and "pixel_values" not in batch
+
+
+@torch.no_grad()
+def test_chunked_cross_entropy_equals_model_loss(tiny_parts, mixed_data):
+    """Logits kept only at supervised positions give the model's own loss (padded and packed batches)."""
+    from vistune.data_prep import DataCollator
+    from vistune.data_prep.packing import PackedCollator
+    from vistune.model.segment_attention import SEGMENT_ATTENTION
+    from vistune.train.losses import SupervisedLogitsCollator, supervised_cross_entropy
+
+    model, processor, samples = _model_and_samples(tiny_parts, mixed_data, SEGMENT_ATTENTION)
+    pad = processor.tokenizer.pad_token_id
+    for inner in (DataCollator(pad), PackedCollator(pad)):
+        batch = SupervisedLogitsCollator(inner)(samples)
+        batch.pop("ids")
+        labels = batch.pop("labels")
+        full = {k: v for k, v in batch.items() if k != "logits_to_keep"}
+        expected = float(model(**full, labels=labels).loss)
+        kept = model(**batch)
+        assert kept.logits.shape[1] == batch["logits_to_keep"].numel() < labels.shape[1]
+        assert abs(float(supervised_cross_entropy(kept, labels)) - expected) < 1e-5

@@ -1,4 +1,4 @@
-"""The benchmark's tiny-but-not-trivial workload: model parts (an LLM of ~40M parameters) and a variable-length mix.
+"""The benchmark's tiny-but-not-trivial workload: model parts (an LLM of ~29M parameters) and a variable-length mix.
 
 The mix is the synthetic shapes set plus long multi-turn records (many questions, paragraph answers), so batch
 lengths vary the way LLaVA's mix665k does; `prepare_bench(out)` writes everything the configs/bench recipes read.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from vistune.model.tiny import TinySpec
 
-# 64 image tokens (64 px, 8 px patches); Llama of 6 x 7.1M decoder weights (MHA, like Llama-2 / Vicuna).
+# 64 image tokens (64 px, 8 px patches); Llama of 4 x 7.1M decoder weights (MHA, like Llama-2 / Vicuna).
 BENCH_SPEC = TinySpec(image_size=64, patch_size=8, vision_hidden=256, vision_layers=4, llm_hidden=768,
-                      llm_layers=6, llm_heads=12, llm_kv_heads=12, llm_intermediate=2048, vocab_size=512,
+                      llm_layers=4, llm_heads=12, llm_kv_heads=12, llm_intermediate=2048, vocab_size=512,
                       max_positions=2048)
 
 _SENTENCES = [
@@ -28,7 +28,7 @@ _SENTENCES = [
 
 
 def write_mixed_records(root: str | Path, n: int = 600, long_records: int = 150, seed: int = 0,
-                        image_size: int = 64, max_turns: int = 10) -> Path:
+                        image_size: int = 64, max_turns: int = 6) -> Path:
     """Writes the synthetic set under `root` plus `long_records` long multi-turn ones; returns mixed.json."""
     from vistune.data_prep import synthesize
 
@@ -42,7 +42,7 @@ def write_mixed_records(root: str | Path, n: int = 600, long_records: int = 150,
         turns = []
         for k in range(rng.randint(2, max_turns)):
             question = rng.choice(base["conversations"][::2])["value"].replace("<image>\n", "")
-            answer = " ".join(rng.choice(_SENTENCES) for _ in range(rng.randint(1, 4)))
+            answer = " ".join(rng.choice(_SENTENCES) for _ in range(rng.randint(1, 2)))
             turns += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + question},
                       {"from": "gpt", "value": answer}]
         records.append({"id": f"long-{i}", "image": base["image"], "conversations": turns})
@@ -66,3 +66,10 @@ def prepare_bench(out: str | Path, n: int = 600, long_records: int = 150, seed: 
         write_mixed_records(paths["data"], n=n, long_records=long_records, seed=seed,
                             image_size=BENCH_SPEC.image_size)
     return paths
+
+
+if __name__ == "__main__":  # python -m vistune.train.bench_setup [OUT]: what configs/bench/*.yaml read
+    import sys
+
+    for name, path in prepare_bench(sys.argv[1] if len(sys.argv) > 1 else "runs/bench").items():
+        print(f"{name:7s} {path}")

@@ -43,7 +43,7 @@ def build_model(config: RunConfig):
         load_in_4bit=uses_4bit(config),
         vision_feature_layer=config.model.vision_feature_layer,
         template=config.template,
-        attn_implementation=config.model.attn_implementation,
+        attn_implementation=attention_implementation(config),
         allow_pickle=config.model.allow_pickle,
     )
     if config.model.projector:
@@ -82,8 +82,35 @@ def build_dataset(config: RunConfig, processor, model, skips):
     )
     if len(dataset) == 0:
         raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
-    collator = DataCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    if config.data.packing:
+        from vistune.data_prep.packing import PackedCollator
+
+        collator = PackedCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    else:
+        collator = DataCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    if config.optim.cross_entropy == "chunked":
+        from vistune.train.losses import SupervisedLogitsCollator
+
+        collator = SupervisedLogitsCollator(collator)
     return dataset, collator
+
+
+def attention_implementation(config: RunConfig) -> str | None:
+    """model.attn_implementation, or for packed batches one that keeps samples apart (flash varlen / segments)."""
+    if config.model.attn_implementation or not config.data.packing:
+        return config.model.attn_implementation
+    from vistune.model.segment_attention import packed_attention_implementation
+
+    return packed_attention_implementation()
+
+
+def loss_function(config: RunConfig):
+    """The Trainer's compute_loss_func: None (the model's own loss) unless optim.cross_entropy asks otherwise."""
+    if config.optim.cross_entropy == "chunked":
+        from vistune.train.losses import supervised_cross_entropy
+
+        return supervised_cross_entropy
+    return None
 
 
 def length_sampler_fn(config: RunConfig, dataset):

@@ -25,9 +25,10 @@ class JsonlLogCallback(TrainerCallback):
     """One JSON line per logging event: step, loss, lr, grad_norm, samples_per_s, skipped_steps, time (no loss
     when every step of the interval was skipped for lack of supervised tokens)."""
 
-    def __init__(self, path: str | Path, global_batch: int):
+    def __init__(self, path: str | Path, global_batch: int, meter=None):
         self.path = Path(path)
         self.global_batch = global_batch
+        self.meter = meter  # a vistune.train.meter.StepMeter: adds tokens_per_s, mfu, padding, data_wait
         self._last_time: float | None = None
         self._last_step = 0
 
@@ -45,6 +46,8 @@ class JsonlLogCallback(TrainerCallback):
         entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP if k in logs}}
         entry["lr"] = entry.pop("learning_rate", None)
         entry["samples_per_s"] = round(steps * self.global_batch / elapsed, 3) if elapsed > 0 and steps else None
+        if self.meter is not None and steps:
+            entry.update(self.meter.log_fields(steps))
         entry["time"] = round(time.time(), 3)
         self._last_time, self._last_step = now, state.global_step
         self.path.parent.mkdir(parents=True, exist_ok=True)

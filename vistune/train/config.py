@@ -20,6 +20,7 @@ METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
+CROSS_ENTROPY = ("default", "chunked")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,7 @@ class DataConfig:
     aspect: str = "pad"  # image aspect handling: pad (LLaVA-1.5), resize or crop
     group_by_length: bool = True  # batch samples of similar length, separately for image and text-only ones
     num_workers: int = 4  # dataloader worker processes per rank
+    packing: bool = False  # padding-free: a batch's samples in one row, per-sample positions, no cross attention
 
 
 @dataclass
@@ -70,7 +72,9 @@ class OptimConfig:
     weight_decay: float = 0.0  # AdamW weight decay (not applied to biases and norms)
     scheduler: str = "cosine"  # lr schedule after warmup
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
-    gradient_checkpointing: bool = True  # recompute LLM activations in backward to save memory
+    gradient_checkpointing: bool | None = None  # recompute LLM activations in backward; None = off in align, on in instruct
+    cross_entropy: str = "default"  # default (full logits) or chunked (logits only where a label is supervised)
+    torch_compile: bool = False  # torch.compile the model (HF Trainer's torch_compile)
     bf16: bool = True  # bf16 mixed precision (GPUs with bf16 support)
     tf32: bool = True  # allow TF32 matmuls (Ampere and newer)
 
@@ -98,6 +102,9 @@ class RunConfig:
         _choice("optim.scheduler", self.optim.scheduler, SCHEDULERS)
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
+        _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
+        if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
+            self.optim.gradient_checkpointing = self.stage != "align"
         if not self.data.path:
             raise ConfigError("data.path is empty: name the records file (e.g. data.path=data/llava_665k.json)")
         if self.optim.max_steps <= 0 and self.optim.epochs <= 0:

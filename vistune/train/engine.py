@@ -17,9 +17,11 @@ import torch
 
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
-from vistune.train.build import build_dataset, build_model, length_sampler_fn
+from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
+from vistune.train.meter import MeteredTrainer, meter_for
+from vistune.train.peak import device_peak
 from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ def training_arguments(config: RunConfig):
         warmup_steps=o.warmup_ratio,
         lr_scheduler_type=o.scheduler,
         max_grad_norm=o.max_grad_norm,
-        gradient_checkpointing=o.gradient_checkpointing,
+        gradient_checkpointing=bool(o.gradient_checkpointing),
+        torch_compile=o.torch_compile,
         gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing else None,
         bf16=o.bf16,
         tf32=o.tf32 if o.tf32 else None,
@@ -129,12 +132,15 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     signals = SignalCallback().install()
-    trainer = VistuneTrainer(
+    meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
+    trainer = MeteredTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch), signals, *(callbacks or [])],
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *(callbacks or [])],
+        meter=meter,
+        compute_loss_func=loss_function(config),
         projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
         train_sampler_fn=length_sampler_fn(config, dataset),
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),

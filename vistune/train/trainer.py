@@ -138,6 +138,10 @@ class VistuneTrainer(Trainer):
         mask = inputs.get("attention_mask")
         if mask is not None:
             out["attention_mask"] = torch.cat([mask, torch.zeros_like(extra, dtype=mask.dtype)], dim=1)
+        positions = inputs.get("position_ids")
+        if positions is not None:  # a packed row: the dummy image's tokens are a sample of their own
+            dummy = torch.arange(n, dtype=positions.dtype, device=ids.device).expand(ids.shape[0], n)
+            out["position_ids"] = torch.cat([positions, dummy], dim=1)
         labels = inputs.get("labels")
         if labels is not None:
             out["labels"] = torch.cat([labels, torch.full_like(extra, -100, dtype=labels.dtype)], dim=1)

@@ -1,0 +1,39 @@
+"""`vistune bench CONFIG`: throughput, padding, dataloader wait, memory and MFU of a recipe; variants interleaved."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="measure training throughput and MFU; compare variants interleaved")
+    p.add_argument("config", help="a training recipe (YAML)")
+    p.add_argument("--compare", action="append", default=[], metavar="KEY=A,B",
+                   help="a config key and the values to compare (repeatable: the product is run)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override the recipe for every variant (repeatable)")
+    p.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (worker start, allocator)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B A B ...)")
+    p.add_argument("--out", help="write the full result as JSON here")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args) -> int:
+    from vistune.train.bench import bench
+    from vistune.train.bench_report import format_table
+    from vistune.train.config import ConfigError
+
+    try:
+        result = bench(args.config, args.compare, args.overrides, steps=args.steps, warmup=args.warmup,
+                       rounds=args.rounds)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}")
+        return 2
+    print(format_table(result))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=1)
+        print(f"json: {args.out}")
+    return 0
