@@ -1,4 +1,4 @@
-"""`vistune data ...`: validate (the data doctor), stats, convert, synth. Parse, call one function, print."""
+"""`vistune data ...`: validate (the data doctor), stats, convert, synth, preprocess-images. Parse, call one function, print."""
 
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("--image-size", type=int, default=64)
     y.set_defaults(func=_synth)
 
+    p = sub.add_parser("preprocess-images", help="write every image padded to square and resized for the vision "
+                       "tower (same relative paths; point data.image_root at OUT)")
+    p.add_argument("data", help="records file")
+    p.add_argument("out", help="output image root")
+    p.add_argument("--vision", default="tiny-clip", help="vision preset, directory or hub id (its image processor)")
+    p.add_argument("--image-root", help="directory image paths are relative to (default: the data file's)")
+    p.add_argument("--aspect", default="pad", choices=["pad", "resize"])
+    p.add_argument("--workers", type=int, default=4)
+    p.set_defaults(func=_preprocess_images)
+
 
 def _validate(args) -> int:
     from vistune.data_prep.convert import write_records
@@ -83,3 +93,12 @@ def _synth(args) -> int:
     for name, path in synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size).items():
         print(f"{name:9s} {path}")
     return 0
+
+
+def _preprocess_images(args) -> int:
+    from vistune.data_prep.preprocess_images import preprocess_images
+
+    report = preprocess_images(args.data, args.out, args.vision, image_root=args.image_root, aspect=args.aspect,
+                               workers=args.workers)
+    print(report.format())
+    return 1 if report.failed else 0
