@@ -159,8 +159,13 @@ class BenchResult:
 
 
 def bench(config_path: str, compare: list[str] | None = None, overrides: list[str] | None = None, steps: int = 8,
-          warmup: int = 2, rounds: int = 2, progress=print) -> BenchResult:
-    """Runs every variant `rounds` times, interleaved (A B A B ...), measuring the peak before each round."""
+          warmup: int = 2, rounds: int = 2, threads: int | None = None, progress=print) -> BenchResult:
+    """Runs every variant `rounds` times, interleaved (A B A B ...), measuring the peak before each round.
+
+    `threads` sets torch's intra-op threads for the peak and every run alike (on a shared CPU, fewer threads than
+    cores keeps OpenMP from stalling behind other processes)."""
+    if threads:
+        torch.set_num_threads(threads)
     variants = variants_from(compare or [])
     for v in variants:  # fail on a bad key before anything runs
         load_config(config_path, [*(overrides or []), *v.overrides])

@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (worker start, allocator)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B A B ...)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the peak and the runs (default: torch's)")
     p.add_argument("--out", help="write the full result as JSON here")
     p.set_defaults(func=_bench)
 
@@ -27,7 +28,7 @@ def _bench(args) -> int:
 
     try:
         result = bench(args.config, args.compare, args.overrides, steps=args.steps, warmup=args.warmup,
-                       rounds=args.rounds)
+                       rounds=args.rounds, threads=args.threads)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}")
         return 2
