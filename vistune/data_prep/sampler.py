@@ -1,7 +1,9 @@
 """Length-grouped sampling in the spirit of LLaVA's modality-length grouping.
 
-Image and text-only samples are kept in separate megabatches (world_size * batch_size samples, sorted by
-length inside), so every step sees similar lengths and one modality; megabatch order is shuffled.
+Image and text-only samples are kept in separate megabatches (world_size * batch_size * megabatch_mult samples,
+sorted by length inside), so every step sees similar lengths and one modality; megabatch order is shuffled.
+LLaVA's megabatch is one step's samples (mult 1): it balances ranks but leaves a single process's padding as it
+is; a larger mult (HF's sampler uses 50) also groups lengths across steps.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from torch.utils.data import Sampler
 class LengthGroupedSampler(Sampler[int]):
     """Yields dataset indices; `lengths` are modality lengths (+ image samples, - text-only samples)."""
 
-    def __init__(self, lengths: list[int], batch_size: int, world_size: int = 1, seed: int = 0):
-        if batch_size < 1 or world_size < 1:
-            raise ValueError("batch_size and world_size must be >= 1")
+    def __init__(self, lengths: list[int], batch_size: int, world_size: int = 1, seed: int = 0,
+                 megabatch_mult: int = 1):
+        if batch_size < 1 or world_size < 1 or megabatch_mult < 1:
+            raise ValueError("batch_size, world_size and megabatch_mult must be >= 1")
         self.lengths = list(lengths)
-        self.megabatch = batch_size * world_size
+        self.megabatch = batch_size * world_size * megabatch_mult
         self.seed = seed
         self.epoch = 0
 

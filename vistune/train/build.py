@@ -121,6 +121,7 @@ def length_sampler_fn(config: RunConfig, dataset):
 
     def make(args):
         return LengthGroupedSampler(dataset.lengths, batch_size=args.per_device_train_batch_size,
-                                    world_size=args.world_size, seed=config.seed)
+                                    world_size=args.world_size, seed=config.seed,
+                                    megabatch_mult=config.data.group_megabatches)
 
     return make

@@ -48,6 +48,7 @@ class DataConfig:
     max_length: int = 2048  # tokens per sample, image tokens included (LLaVA-1.5: 2048)
     aspect: str = "pad"  # image aspect handling: pad (LLaVA-1.5), resize or crop
     group_by_length: bool = True  # batch samples of similar length, separately for image and text-only ones
+    group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
     packing: bool = False  # padding-free: a batch's samples in one row, per-sample positions, no cross attention
 
