@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Launchers and scripts (deepspeed, accelerate, python, vistune) resolve to this interpreter's environment,
+# also when the suite runs as `.venv/bin/python -m pytest` without an activated venv.
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
