@@ -48,8 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except Exception as err:
+        if not _is_user_error(err) or args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def _is_user_error(err: Exception) -> bool:
+    """Errors about the user's inputs (a config, a data file, a checkpoint): a message, not a traceback."""
+    from vistune.data_prep import DataFileError
+    from vistune.train.checkpoint import ManifestError
+    from vistune.train.config import ConfigError
+
+    return isinstance(err, (ManifestError, DataFileError, ConfigError, FileNotFoundError, FileExistsError))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,18 @@ def test_a_corrupted_file_is_named(victim, run, tmp_path):
         load_trained(copy)
 
 
+def test_a_corrupted_checkpoint_is_a_clear_cli_error(run, tmp_path, capsys):
+    from vistune.cli import main
+
+    out, _, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "checkpoint-2", copy)
+    (copy / "projector.safetensors").write_bytes(b"not the saved bytes")
+    assert main(["export", "--run", str(copy), "--out", str(tmp_path / "export")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "projector.safetensors" in err and "Traceback" not in err
+
+
 def test_chat_eval_and_export_accept_a_checkpoint(run, shapes, tmp_path, capsys):
     out, batch, expected = run
     ckpt = out / "checkpoint-2"
