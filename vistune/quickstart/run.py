@@ -26,10 +26,10 @@ class QuickstartSettings:
     fast: bool = False  # a shortened run (CI): fewer images and steps, same phases and artifacts
     seed: int = 0
     images: int = 2000  # synthetic training images (each gives a caption and a conversation)
-    clip_steps: int = 300  # contrastive steps of the tiny CLIP
-    llm_steps: int = 300  # next-token steps of the tiny Llama
+    clip_steps: int = 200  # contrastive steps of the tiny CLIP
+    llm_steps: int = 150  # next-token steps of the tiny Llama
     align_steps: int = 150  # stage 1 optimizer steps
-    instruct_steps: int = 300  # stage 2 optimizer steps
+    instruct_steps: int = 600  # stage 2 optimizer steps
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
