@@ -72,8 +72,10 @@ def test_launch_scripts_config_dry_runs(script: Path, capsys):
     from vistune.cli import main
 
     text = script.read_text()
-    assert "exec deepspeed " in text and "--module vistune.cli train" in text
-    assert re.search(r"exec accelerate launch ", text)
+    assert 'source "$(dirname "$0")/../launch_recipe.sh" "$@"' in text
+    launcher = (REPO / "scripts" / "launch_recipe.sh").read_text()
+    assert "exec deepspeed " in launcher and "--module vistune.cli train" in launcher
+    assert re.search(r"exec accelerate launch ", launcher)
     (config,) = set(re.findall(r"^CONFIG=(\S+)$", text, re.M))
     assert main(["train", str(REPO / config), "--dry-run"]) == 0
     out = capsys.readouterr().out
