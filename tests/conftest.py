@@ -15,6 +15,18 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test process: tiny models are dominated by thread start-up, and a shared
+    2-core CI box stays fast and deterministic."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _vistune_cache(tmp_path_factory):
     """Every preset built by a test lands in one temporary cache (shared by subprocesses via the env)."""
