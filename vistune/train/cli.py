@@ -33,7 +33,7 @@ def _train(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from vistune.train.plan import plan
+        from vistune.train.dry_run import plan
 
         print(plan(config))
         return 0
