@@ -99,6 +99,17 @@ def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[
     return result
 
 
+def encode_prompt(text: str, tokenizer, num_image_tokens: int) -> list[int]:
+    """Token ids of a generation prompt exactly as training builds a record's: the same BOS rule, one
+    tokenisation, each image token expanded in place."""
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    (ids, _), = _encode([text], tokenizer)
+    out: list[int] = []
+    for tok in ids:
+        out += [tok] * num_image_tokens if tok == image_id else [tok]
+    return out
+
+
 def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """(ids, character offsets) per text; no BOS is added where the template wrote it itself."""
     bos = getattr(tokenizer, "bos_token", None)

@@ -58,13 +58,10 @@ class Generator:
         return self.template.prompt(record, self.tokenizer)
 
     def encode(self, prompt: str) -> list[int]:
-        """Token ids as training builds them: one tokenisation, then each image token expanded in place."""
-        bos = getattr(self.tokenizer, "bos_token", None)
-        ids = self.tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
-        out: list[int] = []
-        for tok in ids:
-            out += [tok] * self.num_image_tokens if tok == self.image_token_id else [tok]
-        return out
+        """Token ids as training builds them (data_prep's own encoding: BOS rule, image-token expansion)."""
+        from vistune.data_prep.tokenize import encode_prompt
+
+        return encode_prompt(prompt, self.tokenizer, self.num_image_tokens)
 
     def image(self, item: EvalItem) -> Image.Image | None:
         from vistune.data_prep import load_image
