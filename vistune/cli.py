@@ -19,9 +19,8 @@ COMMAND_MODULES = [
     "vistune.model.cli",
     "vistune.data_prep.cli",
     "vistune.train.cli",
-    "vistune.train.env_cli",
-    "vistune.train.plan_cli",
-    "vistune.train.bench_cli",
+    "vistune.plan.cli",
+    "vistune.bench.cli",
     "vistune.eval.cli",
 ]
 
@@ -43,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
@@ -58,10 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like `parse_args`, but `key=value` overrides may stand anywhere on the line, also after options.
+
+    argparse fills a `nargs="*"` positional only from its first run of arguments; later `key=value` words come
+    back unrecognised, and join `args.overrides` of commands that take overrides.
+    """
+    args, extra = parser.parse_known_args(argv)
+    overrides = [word for word in extra if "=" in word and not word.startswith("-")]
+    if overrides and isinstance(getattr(args, "overrides", None), list):
+        args.overrides.extend(overrides)
+        extra = [word for word in extra if word not in overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _is_user_error(err: Exception) -> bool:
     """Errors about the user's inputs (a config, a data file, a checkpoint): a message, not a traceback."""
     from vistune.data_prep import DataFileError
-    from vistune.train.checkpoint import ManifestError
+    from vistune.model.manifest import ManifestError
     from vistune.train.config import ConfigError
 
     return isinstance(err, (ManifestError, DataFileError, ConfigError, FileNotFoundError, FileExistsError))

@@ -123,7 +123,7 @@ def test_vicuna_generation_prompt_ends_with_assistant(tiny_processor):
 def test_build_llava_puts_the_template_on_the_processor(tiny_parts):
     from vistune.model import build_llava
 
-    _, processor = build_llava(*map(str, tiny_parts), template="vicuna_v1")
+    _, processor = build_llava(*map(str, tiny_parts), chat_template=get_template("vicuna_v1").jinja)
     assert processor.chat_template == get_template("vicuna_v1").jinja
 
 

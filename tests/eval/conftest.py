@@ -45,10 +45,11 @@ def _train_briefly(model, processor, data, steps: int = 12, batch_size: int = 4)
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_parts, shapes_data, tmp_path_factory):
     """Directory of a tiny LLaVA briefly trained on the shapes set (standard HF Llava layout)."""
+    from vistune.data_prep import get_template
     from vistune.model import build_llava
 
     vision, llm = tiny_parts
-    model, processor = build_llava(str(vision), str(llm), template="vicuna_v1")
+    model, processor = build_llava(str(vision), str(llm), chat_template=get_template("vicuna_v1").jinja)
     losses = _train_briefly(model, processor, shapes_data)
     assert sum(losses[-3:]) < sum(losses[:3]), losses  # it did learn something
     out = tmp_path_factory.mktemp("trained-tiny")

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def mixed_data(tmp_path_factory):
     """(records file, image root): synthetic instruct records plus long multi-turn and text-only ones."""
-    from vistune.train.bench_setup import write_mixed_records
+    from vistune.bench.workload import write_mixed_records
 
     root = tmp_path_factory.mktemp("mixed")
     return write_mixed_records(root, n=12, long_records=4, seed=0), root

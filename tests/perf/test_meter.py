@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vistune.train.arch import LlavaArch, LLMArch, VisionArch
-from vistune.train.flops import Workload, mfu, sequence_flops
-from vistune.train.meter import StepMeter, batch_stats
+from vistune.perf.arch import LlavaArch, LLMArch, VisionArch
+from vistune.perf.flops import Workload, mfu, sequence_flops
+from vistune.perf.meter import StepMeter, batch_stats
 
 ARCH = LlavaArch(VisionArch(64, 2, 128, 16, 8), LLMArch(64, 2, 176, 4, 4, 100))  # 4 image tokens
 WORK = Workload(stage="instruct", method="lora", lora_r=8, gradient_checkpointing=False)
@@ -66,9 +66,9 @@ def test_chunked_ce_batches_count_lm_head_only_where_kept():
 
 
 def test_variants_and_ratios():
-    from vistune.train.bench import BenchResult, Measurement, variants_from
-    from vistune.train.bench_report import format_table, ratios
-    from vistune.train.peak import Peak
+    from vistune.bench.report import format_table, ratios
+    from vistune.bench.runner import BenchResult, Measurement, variants_from
+    from vistune.perf.peak import Peak
 
     variants = variants_from(["data.packing=false,true", "optim.cross_entropy=default,chunked"])
     assert [v.name for v in variants][:2] == ["data.packing=false optim.cross_entropy=default",

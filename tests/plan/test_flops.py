@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vistune.train.arch import KNOWN_LLMS, KNOWN_VISION, LlavaArch, llava_arch_from_config
-from vistune.train.flops import Workload, mean_sample_flops, mfu, sequence_flops
+from vistune.perf.arch import KNOWN_LLMS, KNOWN_VISION, LlavaArch, llava_arch_from_config
+from vistune.perf.flops import Workload, mean_sample_flops, mfu, sequence_flops
 
 CLIP_L336 = KNOWN_VISION["clip-vit-large-patch14-336"]
 

@@ -15,7 +15,7 @@ from tests.train.conftest import TINY, tiny_overrides
 from tests.train.helpers import fixed_batch, logits
 from vistune.cli import main
 from vistune.model import load_trained
-from vistune.train.checkpoint import ManifestError
+from vistune.model.manifest import ManifestError
 from vistune.train.config import load_config
 from vistune.train.engine import train
 

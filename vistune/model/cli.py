@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compose.add_argument("--vision", default="tiny-clip", help="vision preset, directory or hub id")
     compose.add_argument("--llm", default="tiny-llama", help="LLM preset, directory, hub id or .gguf file")
     compose.add_argument("--projector", help="a stage-1 projector.safetensors to load")
-    compose.add_argument("--template", help="conversation template whose chat template the processor carries")
+    compose.add_argument("--chat-template", metavar="FILE",
+                         help="a Jinja chat template for the processor (default: the LLM tokenizer's own)")
     compose.add_argument("--dtype", default="float32")
     compose.add_argument("--out", required=True, help="output directory (standard HF Llava layout)")
     compose.set_defaults(func=_compose)
@@ -38,9 +39,12 @@ def _presets(args) -> int:
 
 
 def _compose(args) -> int:
+    from pathlib import Path
+
     from vistune.model import build_llava, count_parameters, format_parameter_table, load_projector
 
-    model, processor = build_llava(args.vision, args.llm, dtype=args.dtype, template=args.template)
+    chat_template = Path(args.chat_template).read_text() if args.chat_template else None
+    model, processor = build_llava(args.vision, args.llm, dtype=args.dtype, chat_template=chat_template)
     if args.projector:
         load_projector(model, args.projector)
     model.save_pretrained(args.out)

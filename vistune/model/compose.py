@@ -137,7 +137,7 @@ def build_llava(
     load_in_4bit: bool = False,
     vision_feature_layer: int = -2,
     image_token: str = IMAGE_TOKEN,
-    template: str | None = None,
+    chat_template: str | None = None,
     attn_implementation: str | None = None,
     allow_pickle: bool = False,
 ):
@@ -145,8 +145,8 @@ def build_llava(
 
     `vision`/`llm` are preset names (`vistune.model.presets`), local directories, hub ids or (llm) a
     .gguf file. Returns `(LlavaForConditionalGeneration, LlavaProcessor)`; the projector is freshly
-    initialised (load a stage-1 projector with `load_projector`). `template` names the conversation
-    template whose chat template the processor carries (default: the tokenizer's own).
+    initialised (load a stage-1 projector with `load_projector`). `chat_template` is the Jinja text the processor
+    carries (default: the tokenizer's own; `vistune.data_prep.get_template(name).jinja` gives a template's).
     """
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
@@ -197,17 +197,9 @@ def build_llava(
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1 if drop_cls else 0,
         image_token=image_token,
-        chat_template=_chat_template(template, tokenizer),
+        chat_template=chat_template or tokenizer.chat_template,
     )
     return model, processor
-
-
-def _chat_template(template: str | None, tokenizer) -> str | None:
-    if template in (None, "auto"):
-        return tokenizer.chat_template
-    from vistune.data_prep import get_template
-
-    return get_template(template).jinja or tokenizer.chat_template
 
 
 def llava_of(model: torch.nn.Module):

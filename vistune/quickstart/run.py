@@ -94,7 +94,7 @@ def run_quickstart(s: QuickstartSettings) -> dict:
     from vistune.quickstart.summary import build_summary, write_outputs
 
     summary = build_summary(
-        settings=s, wall_seconds=timer.seconds, after_align=after_align, after_instruct=after_instruct,
+        settings=settings_dict(s), wall_seconds=timer.seconds, after_align=after_align, after_instruct=after_instruct,
         artifacts={
             "data": str(out / "data"), "vision": str(vision), "llm": str(llm),
             "align_run": str(runs / "align"), "instruct_run": str(runs / "instruct"),

@@ -17,12 +17,11 @@ def _fractions(metrics: dict, prefix: str) -> dict[str, float]:
 
 def build_summary(*, settings, wall_seconds: dict, after_align: dict, after_instruct: dict, artifacts: dict,
                   demo: dict) -> dict:
-    from vistune.quickstart.run import settings_dict
-
+    """`settings` is the run's QuickstartSettings as a plain dict (JSON-ready)."""
     return {
-        "preset": settings.preset,
-        "fast": settings.fast,
-        "settings": settings_dict(settings),
+        "preset": settings["preset"],
+        "fast": settings["fast"],
+        "settings": settings,
         "accuracy": {"after_align": _fractions(after_align, "accuracy"),
                      "after_instruct": _fractions(after_instruct, "accuracy")},
         "chance": _fractions(after_instruct, "chance"),

@@ -65,6 +65,7 @@ def part_fingerprint(source: str) -> str | None:
 
 def base_record(config, model) -> dict:
     """The exact base parts and settings `vistune.model.load_trained` needs to rebuild the trained model."""
+    from vistune.data_prep import get_template
     from vistune.model.presets import resolve_llm, resolve_vision
 
     vision_path, llm_path = resolve_vision(config.vision), resolve_llm(config.llm)
@@ -81,6 +82,7 @@ def base_record(config, model) -> dict:
         "load_in_4bit": qlora,
         "vision_feature_layer": config.model.vision_feature_layer,
         "template": config.template,
+        "chat_template": get_template(config.template).jinja,  # so the model room rebuilds the processor as trained
         "stage": config.stage,
         "method": config.method,
         "weights": weights,

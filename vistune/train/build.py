@@ -32,6 +32,13 @@ def projector_file(path: str) -> Path:
     return p
 
 
+def chat_template_of(template: str) -> str | None:
+    """The Jinja chat template equivalent to a conversation template (None: keep the tokenizer's own)."""
+    from vistune.data_prep import get_template
+
+    return get_template(template).jinja
+
+
 def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
     from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
@@ -42,7 +49,7 @@ def build_model(config: RunConfig):
         dtype=config.model.dtype,
         load_in_4bit=uses_4bit(config),
         vision_feature_layer=config.model.vision_feature_layer,
-        template=config.template,
+        chat_template=chat_template_of(config.template),
         attn_implementation=attention_implementation(config),
         allow_pickle=config.model.allow_pickle,
     )

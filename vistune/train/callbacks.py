@@ -28,7 +28,7 @@ class JsonlLogCallback(TrainerCallback):
     def __init__(self, path: str | Path, global_batch: int, meter=None):
         self.path = Path(path)
         self.global_batch = global_batch
-        self.meter = meter  # a vistune.train.meter.StepMeter: adds tokens_per_s, mfu, padding, data_wait
+        self.meter = meter  # a vistune.perf.meter.StepMeter: adds tokens_per_s, mfu, padding, data_wait
         self._last_time: float | None = None
         self._last_step = 0
 

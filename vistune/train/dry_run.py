@@ -1,7 +1,7 @@
 """`--dry-run`: what a run would do, without loading (or downloading) a single weight.
 
 The model is instantiated on the meta device from the parts' configs when those are on this machine (a local
-directory, the HF cache, a GGUF file), else from vistune's table of published architectures (`vistune.train.arch`);
+directory, the HF cache, a GGUF file), else from vistune's table of published architectures (`vistune.perf.arch`);
 for parts in neither, the parameter table is skipped with a note that says so.
 """
 
@@ -47,7 +47,7 @@ def planned_model(config: RunConfig):
         source = "the parts' configs"
     except (RuntimeError, PartsNotLocal) as err:  # not here (or a GGUF package not installed)
         vcfg, tcfg = _configs_from_table(config, err)
-        source = "vistune's table of published architectures (vistune.train.arch)"
+        source = "vistune's table of published architectures (vistune.perf.arch)"
     vcfg = getattr(vcfg, "vision_config", vcfg)
     drop_cls = vcfg.model_type.startswith("clip")
     llava_config = LlavaConfig(
@@ -73,7 +73,7 @@ def _configs_from_table(config: RunConfig, err: Exception):
     """Vision / LLM configs rebuilt from published architecture numbers, for parts not on this machine."""
     from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
 
-    from vistune.train.arch import resolve_llm_arch, resolve_vision_arch
+    from vistune.perf.arch import resolve_llm_arch, resolve_vision_arch
 
     try:
         v, t = resolve_vision_arch(config.vision), resolve_llm_arch(config.llm)

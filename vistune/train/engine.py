@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
+from vistune.model.manifest import MANIFEST, verify_manifest, write_manifest
+from vistune.perf.meter import meter_for
+from vistune.perf.peak import device_peak
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
 from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
-from vistune.train.meter import MeteredTrainer, meter_for
-from vistune.train.peak import device_peak
 from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
         return None
     if config.resume != "auto":
         path = Path(config.resume)
-        ckpt.verify_manifest(path, hashes=False)
+        verify_manifest(path, hashes=False)
         return path
     if is_main:
         for stale in ckpt.clear_stale(config.output_dir):
@@ -133,7 +134,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
-    trainer = MeteredTrainer(
+    trainer = VistuneTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -214,7 +215,7 @@ def _save_last_good(trainer: VistuneTrainer) -> Path:
 def _save_final(trainer: VistuneTrainer, out: Path, is_main: bool) -> None:
     """The run's own artifacts at the top of the output dir, then a manifest over them (not the checkpoints)."""
     if is_main:
-        (out / ckpt.MANIFEST).unlink(missing_ok=True)  # never let an old manifest vouch for files being rewritten
+        (out / MANIFEST).unlink(missing_ok=True)  # never let an old manifest vouch for files being rewritten
         adapter = out / "adapter"
         if adapter.exists():
             shutil.rmtree(adapter)
@@ -222,7 +223,7 @@ def _save_final(trainer: VistuneTrainer, out: Path, is_main: bool) -> None:
     trainer.save_model(str(out))
     trainer._barrier()
     if is_main:
-        ckpt.write_manifest(out, extra={"base": trainer.run_files["base"], "step": trainer.state.global_step},
+        write_manifest(out, extra={"base": trainer.run_files["base"], "step": trainer.state.global_step},
                             skip=_not_artifact)
 
 

@@ -22,7 +22,7 @@ def export(run: str | Path, out: str | Path, mode: str = "merged", dtype: str = 
 
     from vistune.model.compose import torch_dtype
     from vistune.model.load import load_trained
-    from vistune.train.checkpoint import write_manifest
+    from vistune.model.manifest import write_manifest
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

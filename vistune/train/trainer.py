@@ -6,6 +6,7 @@
 - an optimizer step whose batch holds no supervised token on any rank is skipped (no forward, backward or update),
   warned about and counted in the logs (`vistune.train.supervision`); a batch whose samples were all dropped
   inside an otherwise supervised step contributes exactly zero instead of crashing the run;
+- each step's batches are timed and counted by a `vistune.perf.meter.StepMeter` (`meter=`) for log.jsonl;
 - a non-finite loss (agreed on by all ranks) stops the run before its backward, so the weights on disk are the
   last good ones;
 - saving writes vistune's self-contained artifacts (LoRA-only adapter, projector, processor, base.json) and
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer
 
 from vistune.model.compose import llava_of
+from vistune.model.manifest import write_manifest
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import ADAPTER_DIR, save_artifacts
 from vistune.train.supervision import SupervisionGuard
@@ -43,8 +46,9 @@ class NonFiniteLoss(RuntimeError):
 
 class VistuneTrainer(Trainer):
     def __init__(self, *args, projector_lr: float | None = None, run_files: dict | None = None,
-                 train_sampler_fn=None, **kwargs):
+                 train_sampler_fn=None, meter=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.meter = meter  # a vistune.perf.meter.StepMeter, or None
         self.projector_lr = projector_lr
         self.run_files = run_files or {}  # processor, base (dict), config_yaml: what every save writes
         self.train_sampler_fn = train_sampler_fn
@@ -78,10 +82,14 @@ class VistuneTrainer(Trainer):
             return self.train_sampler_fn(self.args)
         return super()._get_train_sampler(train_dataset)
 
-    # ---- supervision guard ------------------------------------------------------------------------------
+    # ---- batches: meter and supervision guard ------------------------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Trainer's accumulation window, plus the all-rank decision whether it holds any supervised token."""
+        """Trainer's accumulation window (timed and counted by the meter), plus the all-rank decision whether it
+        holds any supervised token."""
+        start = time.perf_counter()
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.meter is not None:
+            self.meter.fetched(batches, start, time.perf_counter())
         skip = self.supervision.check_window(batches, self.args.device, self.args.world_size, self.state.global_step)
         scheduler = getattr(self.model_wrapped, "lr_scheduler", None) if self.is_deepspeed_enabled else None
         if skip and scheduler is not None:  # DeepSpeed steps its scheduler only inside backward: keep its place
@@ -191,7 +199,7 @@ class VistuneTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self._barrier()
             if self.args.should_save:
-                ckpt.write_manifest(stage / name, extra={"base": self.run_files["base"], "step": self.state.global_step})
+                write_manifest(stage / name, extra={"base": self.run_files["base"], "step": self.state.global_step})
                 ckpt.publish(stage / name, root / name)
         except Exception as err:  # noqa: BLE001 - OSError, or a library's own error for ENOSPC (safetensors)
             raise self._save_failed(stage / name, err) from err

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from vistune.train.arch import LlavaArch
+from vistune.perf.arch import LlavaArch
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from vistune.train.arch import LlavaArch
-from vistune.train.datasets import DatasetStats
-from vistune.train.flops import FlopCount, Workload, mean_sample_flops
-from vistune.train.gpus import GPU
-from vistune.train.memory import GIB, Engine, MemoryEstimate, estimate_memory
+from vistune.perf.arch import LlavaArch
+from vistune.perf.flops import FlopCount, Workload, mean_sample_flops
+from vistune.perf.gpus import GPU
+from vistune.plan.datasets import DatasetStats
+from vistune.plan.memory import GIB, Engine, MemoryEstimate, estimate_memory
 
 # Utilisation of *executed* FLOPs (recompute included) by engine, fitted to LLaVA-1.5's published times on
 # 8 x A100 (REFERENCE.md): stage 1 runs ZeRO-2 (7B 3.5 h -> 0.44, 13B 5.5 h -> 0.54; geometric mean 0.49),
@@ -228,8 +228,8 @@ def deepspeed_settings(path: str | None) -> dict:
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
     """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
-    from vistune.train.arch import resolve_llava_arch
-    from vistune.train.datasets import dataset_stats
+    from vistune.perf.arch import resolve_llava_arch
+    from vistune.plan.datasets import dataset_stats
 
     dtype = torch_dtype(config.model.dtype)
     work = Workload(

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from vistune.perf.peak import Peak, device_peak
 from vistune.train.config import RunConfig, load_config
-from vistune.train.peak import Peak, device_peak
 
 
 @dataclass
@@ -97,9 +97,10 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from vistune.data_prep import SkipLog
+    from vistune.perf.meter import meter_for
     from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
     from vistune.train.engine import training_arguments
-    from vistune.train.meter import MeteredTrainer, meter_for
+    from vistune.train.trainer import VistuneTrainer
 
     class _Losses(TrainerCallback):
         def __init__(self):
@@ -120,7 +121,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         args.disable_tqdm = True
         dataset, collator = build_dataset(config, processor, model, SkipLog())
         meter, losses = meter_for(model, config, peak.flops_per_s), _Losses()
-        trainer = MeteredTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+        trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                  callbacks=[meter, losses], meter=meter, compute_loss_func=loss_function(config),
                                  projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
                                  train_sampler_fn=length_sampler_fn(config, dataset))
@@ -151,7 +152,7 @@ class BenchResult:
     threads: int = field(default_factory=torch.get_num_threads)
 
     def to_dict(self) -> dict:
-        from vistune.train.bench_report import ratios, summary
+        from vistune.bench.report import ratios, summary
 
         return {"config": self.config, "threads": self.threads, "peak": asdict(self.peak),
                 "variants": [asdict(v) for v in self.variants], "runs": [asdict(r) for r in self.runs],

@@ -41,7 +41,7 @@ def device_peak(dtype: torch.dtype = torch.float32, quick: bool = False) -> Peak
     """This device's peak: a known GPU's datasheet bf16 rate, else a measured matmul in `dtype` (`quick`: a
     smaller, shorter measurement for training logs)."""
     if torch.cuda.is_available():
-        from vistune.train.gpus import GPUS
+        from vistune.perf.gpus import GPUS
 
         name = torch.cuda.get_device_name().lower().replace(" ", "")
         for key, gpu in GPUS.items():

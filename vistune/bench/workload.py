@@ -68,7 +68,7 @@ def prepare_bench(out: str | Path, n: int = 600, long_records: int = 150, seed: 
     return paths
 
 
-if __name__ == "__main__":  # python -m vistune.train.bench_setup [OUT]: what configs/bench/*.yaml read
+if __name__ == "__main__":  # python -m vistune.bench.workload [OUT]: what configs/bench/*.yaml read
     import sys
 
     for name, path in prepare_bench(sys.argv[1] if len(sys.argv) > 1 else "runs/bench").items():

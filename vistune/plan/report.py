@@ -5,8 +5,8 @@ Kept apart from the planner so that the numbers (planner.py) stay testable witho
 
 from __future__ import annotations
 
-from vistune.train.memory import GIB
-from vistune.train.planner import Plan
+from vistune.plan.memory import GIB
+from vistune.plan.planner import Plan
 
 
 def _gib(x: float) -> str:

@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vistune.train.gpus import GPUS
+    from vistune.perf.gpus import GPUS
 
     p = subparsers.add_parser("plan", help="estimate per-GPU memory, fit and hours per epoch for a recipe")
     p.add_argument("config", help="YAML recipe, e.g. configs/llava-1.5-7b/finetune_lora.yaml")
@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _plan(args) -> int:
     import dataclasses
 
+    from vistune.perf.gpus import get_gpu
+    from vistune.plan.planner import plan, plan_input_from_config
+    from vistune.plan.report import format_plan
     from vistune.train.config import ConfigError, load_config
-    from vistune.train.gpus import get_gpu
-    from vistune.train.plan_report import format_plan
-    from vistune.train.planner import plan, plan_input_from_config
 
     try:
         config = load_config(args.config, args.overrides)

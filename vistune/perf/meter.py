@@ -1,6 +1,6 @@
 """Per-step throughput of a training run: tokens, padding, images, model FLOPs, dataloader wait and step time.
 
-`MeteredTrainer` times how long each step waits for its batches and hands them to a `StepMeter`, which counts
+The training engine's trainer times how long each step waits for its batches and hands them to a `StepMeter`, which counts
 what they hold (with `flops.py`, per sample, so attention is counted per sample and padding is never counted);
 the meter is also a callback that closes each step's record, and answers windows of steps for logs and benches.
 """
@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainerCallback
 
-from vistune.train.arch import LlavaArch
-from vistune.train.flops import Workload, sequence_flops
-from vistune.train.trainer import VistuneTrainer
+from vistune.perf.arch import LlavaArch
+from vistune.perf.flops import Workload, sequence_flops
 
 
 @dataclass
@@ -141,25 +140,10 @@ class StepMeter(TrainerCallback):
         return fields
 
 
-class MeteredTrainer(VistuneTrainer):
-    """VistuneTrainer whose batches are timed and counted by a StepMeter (`meter=`)."""
-
-    def __init__(self, *args, meter: StepMeter | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.meter = meter
-
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        start = time.perf_counter()
-        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self.meter is not None:
-            self.meter.fetched(batches, start, time.perf_counter())
-        return batches, num_items
-
-
 def meter_for(model, config, peak_flops: float | None = None) -> StepMeter:
     """A StepMeter for a built model and its RunConfig (the FLOP model's workload from the config)."""
     from vistune.model.compose import llava_of
-    from vistune.train.arch import llava_arch_from_config
+    from vistune.perf.arch import llava_arch_from_config
 
     llava = llava_of(model)
     work = Workload(stage=config.stage, method=config.method, lora_r=config.lora.r,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vistune.train.arch import LlavaArch, LLMArch
-from vistune.train.flops import Workload
+from vistune.perf.arch import LlavaArch, LLMArch
+from vistune.perf.flops import Workload
 
 GIB = 1024**3
 NF4_BYTES = 0.5 + 0.127 / 8  # 4-bit weights + double-quantised absmax constants (QLoRA paper: 0.127 bit/param)

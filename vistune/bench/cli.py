@@ -9,10 +9,11 @@ import json
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="measure training throughput and MFU; compare variants interleaved")
     p.add_argument("config", help="a training recipe (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides for every variant, as for vistune train")
     p.add_argument("--compare", action="append", default=[], metavar="KEY=A,B",
                    help="a config key and the values to compare (repeatable: the product is run)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override the recipe for every variant (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_overrides",
+                   help="same as a key=value argument (repeatable)")
     p.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (worker start, allocator)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B A B ...)")
@@ -22,12 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench(args) -> int:
-    from vistune.train.bench import bench
-    from vistune.train.bench_report import format_table
+    from vistune.bench.report import format_table
+    from vistune.bench.runner import bench
     from vistune.train.config import ConfigError
 
     try:
-        result = bench(args.config, args.compare, args.overrides, steps=args.steps, warmup=args.warmup,
+        result = bench(args.config, args.compare, [*args.overrides, *args.set_overrides], steps=args.steps, warmup=args.warmup,
                        rounds=args.rounds, threads=args.threads)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}")
