@@ -23,7 +23,8 @@ _KEEP = ("loss", "learning_rate", "grad_norm", "epoch", "skipped_steps")  # skip
 
 class JsonlLogCallback(TrainerCallback):
     """One JSON line per logging event: step, loss, lr, grad_norm, samples_per_s, skipped_steps, time (no loss
-    when every step of the interval was skipped for lack of supervised tokens)."""
+    when every step of the interval was skipped for lack of supervised tokens); and one line per evaluation while
+    training: step, eval/<name>/<metric>..., time."""
 
     def __init__(self, path: str | Path, global_batch: int, meter=None):
         self.path = Path(path)
@@ -38,7 +39,12 @@ class JsonlLogCallback(TrainerCallback):
             self._truncate_after(state.global_step)  # a resumed run rewrites the steps after its checkpoint
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or not ("loss" in logs or "skipped_steps" in logs):
+        if not state.is_world_process_zero or not logs:
+            return
+        evals = {k: _num(v) for k, v in logs.items() if k.startswith("eval/")}  # vistune.train.live_eval
+        if evals:
+            self._write({"step": state.global_step, **evals, "time": round(time.time(), 3)})
+        if not ("loss" in logs or "skipped_steps" in logs):
             return
         now = time.perf_counter()
         steps = state.global_step - self._last_step
@@ -50,6 +56,9 @@ class JsonlLogCallback(TrainerCallback):
             entry.update(self.meter.log_fields(steps))
         entry["time"] = round(time.time(), 3)
         self._last_time, self._last_step = now, state.global_step
+        self._write(entry)
+
+    def _write(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")

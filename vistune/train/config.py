@@ -81,6 +81,26 @@ class OptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    """One evaluation inside `vistune train`, on the in-memory model; metrics go to log.jsonl and report_to."""
+
+    benchmark: str = ""  # a vistune.eval benchmark (shapes, gqa, pope, ...), or "loss" (held-out loss / perplexity)
+    data: str = ""  # the benchmark's question file (for loss: a conversation records file, as data.path)
+    image_root: str | None = None  # images are relative to this (default: the data file's folder)
+    every: int = 0  # evaluate every N optimizer steps (0 = only at the end); always after the last step too
+    limit: int | None = None  # only the first N questions (records for loss)
+    name: str | None = None  # metrics are logged as eval/<name>/<metric>; default: the benchmark name
+    max_new_tokens: int = 16  # generation: answer length limit
+    temperature: float = 0.0  # generation: 0 = greedy decoding; > 0 samples
+    top_p: float = 1.0  # generation: nucleus sampling (only when sampling)
+    batch_size: int = 8  # questions per generate() call (loss: records per forward)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.benchmark
+
+
+@dataclass
 class RunConfig:
     stage: str = "instruct"  # align (projector only) or instruct (LoRA / QLoRA / full + projector)
     method: str = "lora"  # instruct method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
@@ -96,6 +116,7 @@ class RunConfig:
     logging_steps: int = 1  # log every N optimizer steps (console, log.jsonl, report_to)
     report_to: str = "none"  # none, tensorboard or wandb
     seed: int = 42  # seeds model init, data order and dropout
+    eval: list[EvalConfig] = field(default_factory=list)  # evaluations run while training (vistune.train.live_eval)
 
     def validate(self) -> RunConfig:
         _choice("stage", self.stage, STAGES)
@@ -114,6 +135,7 @@ class RunConfig:
             raise ConfigError("save_total_limit must be >= 1 (the newest complete checkpoint is always kept)")
         if self.resume not in ("auto", "none") and not Path(self.resume).is_dir():
             raise ConfigError(f"resume: {self.resume!r} is neither auto, none nor a checkpoint directory")
+        _check_evals(self.eval)
         if self.model.preset:
             from vistune.model import MODEL_PRESETS
 
@@ -151,6 +173,22 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _check_evals(entries: list[EvalConfig]) -> None:
+    from vistune.eval import BENCHMARKS
+
+    known = ("loss", *BENCHMARKS)
+    labels = [e.label for e in entries]
+    for i, e in enumerate(entries):
+        where = f"eval[{i}]"
+        _choice(f"{where}.benchmark", e.benchmark, known)
+        if not e.data or not Path(e.data).exists():
+            raise ConfigError(f"{where}.data: {e.data!r} does not exist (the {e.benchmark} question file)")
+        if e.every < 0 or (e.limit is not None and e.limit < 1) or e.batch_size < 1 or e.max_new_tokens < 1:
+            raise ConfigError(f"{where}: every >= 0, limit >= 1, batch_size >= 1 and max_new_tokens >= 1")
+        if labels.count(e.label) > 1:
+            raise ConfigError(f"{where}: two eval entries log as eval/{e.label}/...; give one a distinct name")
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}{_suggest(value, allowed)}")
@@ -185,6 +223,12 @@ def _coerce(value, annotation, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item, key) for v in value]
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} fields, got {value!r}")
+        item = annotation()
+        _apply(item, value, key + ".")
+        return item
     if annotation is bool:
         if isinstance(value, bool):
             return value

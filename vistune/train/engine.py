@@ -23,6 +23,7 @@ from vistune.train.artifacts import CONFIG_FILE, base_record
 from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
+from vistune.train.live_eval import EVAL_DIR
 from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,14 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
+    live_eval = _live_eval(config, processor)
     trainer = VistuneTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *(callbacks or [])],
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *live_eval,
+                   *(callbacks or [])],
         meter=meter,
         compute_loss_func=loss_function(config),
         projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
@@ -147,6 +150,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
                    "save_total_limit": config.save_total_limit},
     )
+    for callback in live_eval:
+        callback.trainer = trainer
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")
@@ -175,6 +180,15 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     _save_final(trainer, out, is_main)
     _say(f"done: {step} steps; outputs in {out}")
     return TrainResult(out, step, "done", model=trainer.model)
+
+
+def _live_eval(config: RunConfig, processor) -> list:
+    """The callback that runs the config's `eval:` entries while training (none when there are none)."""
+    if not config.eval:
+        return []
+    from vistune.train.live_eval import LiveEvalCallback
+
+    return [LiveEvalCallback(config.eval, processor, config.template, config.output_dir, config.data.aspect)]
 
 
 def _finish_skip_log(skips, path: Path) -> None:
@@ -229,4 +243,4 @@ def _save_final(trainer: VistuneTrainer, out: Path, is_main: bool) -> None:
 
 def _not_artifact(rel: str) -> bool:
     top = rel.split("/", 1)[0]
-    return top.startswith(("checkpoint-", ".staging", ".old-", "runs")) or top in (LOG_FILE, SKIPPED_FILE)
+    return top.startswith(("checkpoint-", ".staging", ".old-", "runs")) or top in (LOG_FILE, SKIPPED_FILE, EVAL_DIR)
