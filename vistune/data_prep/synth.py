@@ -1,8 +1,9 @@
 """A synthetic visual instruction dataset: coloured shapes on a canvas, generated locally in seconds.
 
 Written as LLaVA JSON + an `images/` folder so it goes through exactly the path user data takes. Kept
-legible at 32 px (1-3 large shapes, four very distinct colours, three shapes, five positions) so a tiny
-LLaVA can learn it; answers are single words, so held-out accuracy is an exact match.
+legible to a tiny tower (1-3 shapes of one size, each in its own cell of a 3 x 3 grid, never touching; four very
+distinct colours, three shapes, five positions) so that every answer can be read from what a tiny LLaVA sees;
+answers are single words, so held-out accuracy is an exact match.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 230), "yellow": (245, 205, 0)}
 SHAPES = ("circle", "square", "triangle")
-POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "center": (0.5, 0.5)}
+# Centres of five cells of a 3 x 3 grid: a tower with 3 x 3 patches sees each shape in exactly one patch.
+POSITIONS = {"left": (1 / 6, 0.5), "right": (5 / 6, 0.5), "top": (0.5, 1 / 6), "bottom": (0.5, 5 / 6), "center": (0.5, 0.5)}
+RADIUS = 0.12  # of the image side, for every count: a shape stays inside its cell and never touches another
 _WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
           "center": "in the center"}
 _NUMBERS = {1: "One", 2: "Two", 3: "Three"}
@@ -60,10 +63,10 @@ def random_scene(rng: random.Random) -> Scene:
 def draw_scene(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     img = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    radius = size * (0.2 if scene.count == 1 else 0.15)
+    radius = size * RADIUS
     for pos in scene.positions:
         fx, fy = POSITIONS[pos]
-        cx, cy = fx * size + rng.uniform(-1, 1) * size / 32, fy * size + rng.uniform(-1, 1) * size / 32
+        cx, cy = fx * size + rng.uniform(-1, 1) * size / 64, fy * size + rng.uniform(-1, 1) * size / 64
         box = (cx - radius, cy - radius, cx + radius, cy + radius)
         colour = COLOURS[scene.colour]
         if scene.shape == "circle":

@@ -30,6 +30,10 @@ class QuickstartSettings:
     llm_steps: int = 150  # next-token steps of the tiny Llama
     align_steps: int = 150  # stage 1 optimizer steps
     instruct_steps: int = 600  # stage 2 optimizer steps
+    vision_size: int = 32  # the tiny CLIP's input side (pixels); the synthetic images are 64 px
+    vision_patch: int = 8  # its patch side: (vision_size / vision_patch)^2 image tokens per image
+    llm_vocab: int = 1024  # the tiny Llama's BPE size: whole words keep prompts short, so images weigh more
+    eval_points: int = 10  # held-out evaluations during stage 2 (evenly spaced; the last after its final step)
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
@@ -38,7 +42,7 @@ class QuickstartSettings:
         self.out = Path(self.out)
         if self.fast:
             self.images, self.clip_steps, self.llm_steps = 200, 30, 30
-            self.align_steps, self.instruct_steps = 10, 10
+            self.align_steps, self.instruct_steps, self.eval_points = 10, 10, 2
 
 
 class PhaseTimer:
@@ -76,7 +80,8 @@ def run_quickstart(s: QuickstartSettings) -> dict:
     with timer("instruct"):
         _train("instruct.yaml", parts + [f"data.path={data['instruct']}", f"data.image_root={out / 'data'}",
                                          f"data.template={template}", f"model.projector={runs / 'align'}",
-                                         f"output_dir={runs / 'instruct'}", f"optim.max_steps={s.instruct_steps}"])
+                                         f"output_dir={runs / 'instruct'}", f"optim.max_steps={s.instruct_steps}",
+                                         _heldout_while_training(data["heldout"], s)])
     with timer("eval_instruct"):
         after_instruct = _evaluate(runs / "instruct", data["heldout"], out / "eval" / "instruct", template)
     with timer("export"):
@@ -111,6 +116,7 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     """Pretrains the tiny CLIP (and, for the tiny preset, the tiny Llama) on the synthetic data's text."""
     from PIL import Image
 
+    from vistune.model.tiny import TinySpec
     from vistune.model.tiny_pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
 
     align = json.loads(Path(data["align"]).read_text())
@@ -119,7 +125,8 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     with timer("pretrain_clip"):
         images = [Image.open(out / "data" / r["image"]).convert("RGB") for r in align]
         losses["pretrain_clip"] = pretrain_tiny_clip(
-            images, captions, out / "parts" / "vision", settings=PretrainSettings(steps=s.clip_steps, seed=s.seed)
+            images, captions, out / "parts" / "vision", spec=TinySpec(image_size=s.vision_size, patch_size=s.vision_patch),
+            settings=PretrainSettings(steps=s.clip_steps, seed=s.seed),
         )
     if s.preset == "smollm2":
         return out / "parts" / "vision", "smollm2-135m", losses
@@ -127,7 +134,8 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     texts = captions + [t["value"].replace("<image>", "").strip() for r in instruct for t in r["conversations"]]
     with timer("pretrain_llm"):
         losses["pretrain_llm"] = pretrain_tiny_llm(
-            texts, out / "parts" / "llm", settings=PretrainSettings(steps=s.llm_steps, seed=s.seed)
+            texts, out / "parts" / "llm", spec=TinySpec(vocab_size=s.llm_vocab),
+            settings=PretrainSettings(steps=s.llm_steps, seed=s.seed)
         )
     return out / "parts" / "vision", out / "parts" / "llm", losses
 
@@ -140,6 +148,13 @@ def _train(recipe: str, overrides: list[str]) -> None:
     result = train(load_config(CONFIG_DIR / recipe, overrides))
     if result.status != "done":
         raise RuntimeError(f"training stopped early ({result.status}); rerun to resume")
+
+
+def _heldout_while_training(heldout: str, s: QuickstartSettings) -> str:
+    """The `eval:` override that asks the held-out questions every tenth of stage 2 (the accuracy-vs-step plot)."""
+    entry = {"benchmark": "shapes", "data": str(heldout), "every": max(1, s.instruct_steps // s.eval_points),
+             "max_new_tokens": 8, "batch_size": 32}
+    return "eval=" + json.dumps([entry])
 
 
 def _evaluate(model_dir: Path, heldout: str, out: Path, template: str) -> dict:
