@@ -30,7 +30,7 @@ class QuickstartSettings:
     llm_steps: int = 150  # next-token steps of the tiny Llama
     align_steps: int = 150  # stage 1 optimizer steps
     instruct_steps: int = 600  # stage 2 optimizer steps
-    vision_size: int = 32  # the tiny CLIP's input side (pixels); the synthetic images are 64 px
+    vision_size: int = 48  # the tiny CLIP's input side (pixels); the synthetic images are 64 px
     vision_patch: int = 8  # its patch side: (vision_size / vision_patch)^2 image tokens per image
     llm_vocab: int = 1024  # the tiny Llama's BPE size: whole words keep prompts short, so images weigh more
     eval_points: int = 10  # held-out evaluations during stage 2 (evenly spaced; the last after its final step)
