@@ -100,8 +100,9 @@ class Activations:
 
 
 def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
-                images: int = 1, lora_dropout: float = 0.05) -> Activations:
-    """Activations of a micro-batch of `micro_batch` sequences of `tokens` tokens each."""
+                images: int = 1, lora_dropout: float = 0.05, logit_fraction: float = 1.0) -> Activations:
+    """Activations of a micro-batch of `micro_batch` sequences of `tokens` tokens each; `logit_fraction` is the
+    share of positions that reach lm_head (chunked cross-entropy: the supervised ones)."""
     llm, vis = arch.llm, arch.vision
     b = activation_dtype_bytes(work, engine)
     n = tokens * micro_batch
@@ -119,7 +120,7 @@ def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, mi
     return Activations(
         layers=layers,
         projector=images * micro_batch * arch.image_tokens * (vis.hidden + 2 * llm.hidden) * b,
-        loss_tail=12 * llm.vocab * n,
+        loss_tail=12 * llm.vocab * n * logit_fraction,
         backward_work=backward_work,
         vision_forward=images * micro_batch * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
     )
@@ -131,7 +132,7 @@ def activation_dtype_bytes(work: Workload, engine: Engine) -> int:
 
 
 def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
-                    images: int = 1, lora_dropout: float = 0.05) -> MemoryEstimate:
+                    images: int = 1, lora_dropout: float = 0.05, logit_fraction: float = 1.0) -> MemoryEstimate:
     """Per-GPU memory of one training step at the peak of backward, at steady state (optimizer states exist)."""
     llm, vis = arch.llm, arch.vision
     b, world, stage = engine.dtype_bytes, max(engine.world_size, 1), engine.zero_stage
@@ -185,7 +186,64 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
     else:
         est.optimizer = optim
 
-    est.activations = activations(arch, work, engine, tokens, micro_batch, images, lora_dropout).peak
+    est.activations = activations(arch, work, engine, tokens, micro_batch, images, lora_dropout, logit_fraction).peak
     dynamic = est.activations + est.zero3_live + est.gradients
     est.overhead = FRAGMENTATION * dynamic + (GPU_CONTEXT_BYTES if engine.device == "cuda" else 0)
     return est
+
+
+@dataclass
+class CheckpointingDecision:
+    """Whether a step needs gradient checkpointing to fit, with the two estimates it was decided from."""
+
+    needed: bool
+    without: MemoryEstimate  # checkpointing off
+    with_: MemoryEstimate  # checkpointing on
+    budget: float  # bytes the step may use (device memory, or host RAM per process on CPU)
+    margin: float  # share of the budget the step without checkpointing may fill
+
+    def reason(self) -> str:
+        off, on = self.without.total / GIB, self.with_.total / GIB
+        limit = f"{self.margin:.0%} of {self.budget / GIB:.1f} GiB"
+        if self.needed:
+            return f"the step needs ~{off:.1f} GiB without it, over {limit} (with it: ~{on:.1f} GiB)"
+        return f"the step needs ~{off:.1f} GiB without it, within {limit}"
+
+
+CHECKPOINTING_MARGIN = 0.8  # the memory model's error and allocator spikes get the other 20%
+
+
+def decide_checkpointing(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
+                         budget: float, images: int = 1, lora_dropout: float = 0.05, logit_fraction: float = 1.0,
+                         margin: float = CHECKPOINTING_MARGIN) -> CheckpointingDecision:
+    """Checkpointing off when the step without it fits `margin` of `budget` bytes, on otherwise (recompute costs
+    a third more decoder work: it is only worth paying to fit)."""
+    import dataclasses
+
+    estimates = [estimate_memory(arch, dataclasses.replace(work, gradient_checkpointing=gc), engine, tokens,
+                                 micro_batch, images, lora_dropout, logit_fraction) for gc in (False, True)]
+    return CheckpointingDecision(estimates[0].total > margin * budget, *estimates, budget, margin)
+
+
+def deepspeed_settings(path: str | None) -> dict:
+    """zero_stage / offload flags / reduce bucket from a DeepSpeed JSON (by its name when the file is absent)."""
+    import json
+    import re
+    from pathlib import Path
+
+    if not path:
+        return {"zero_stage": 0}
+    file = Path(path)
+    if not file.is_file():
+        match = re.search(r"zero(\d)", file.name)
+        offload = "offload" in file.name
+        return {"zero_stage": int(match.group(1)) if match else 0, "offload_optimizer": offload,
+                "offload_param": offload and "zero3" in file.name}
+    zero = json.loads(file.read_text()).get("zero_optimization", {})
+    bucket = zero.get("reduce_bucket_size", "auto")
+    return {
+        "zero_stage": int(zero.get("stage", 0)),
+        "offload_optimizer": zero.get("offload_optimizer", {}).get("device", "none") in ("cpu", "nvme"),
+        "offload_param": zero.get("offload_param", {}).get("device", "none") in ("cpu", "nvme"),
+        "reduce_bucket": None if bucket == "auto" else float(bucket),
+    }
