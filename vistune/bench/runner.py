@@ -43,6 +43,7 @@ class Measurement:
     mfu: float
     loss: float | None = None  # mean training loss over the measured steps (a sanity check, not a metric)
     settings: dict = field(default_factory=dict)  # the fast-path switches as this run resolved them (auto included)
+    losses: list[float] = field(default_factory=list)  # every step's training loss, warm-up included
 
 
 # Switches whose `auto` a run resolves itself: the bench records what each variant actually ran with.
@@ -151,8 +152,8 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
             self.values = []
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs and state.global_step > warmup:
-                self.values.append(float(logs["loss"]))
+            if logs and "loss" in logs:
+                self.values.append((state.global_step, float(logs["loss"])))
 
     _release_memory()
     _reset_peak_memory()
@@ -176,6 +177,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         window = meter.window(warmup)
         del trainer, model
     memory = _peak_memory_mib()
+    measured = [loss for step, loss in losses.values if step > warmup]
     flops = window.rate(window.stats.model_flops)
     return Measurement(
         variant=variant, round=round_index, steps=window.steps, seconds=round(window.seconds, 3),
@@ -183,7 +185,8 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         image_tokens_per_s=window.rate(window.stats.image_tokens), padding_fraction=window.padding_fraction,
         wait_fraction=window.wait_fraction, peak_memory_mib=round(memory, 1), model_flops_per_s=flops,
         mfu=flops / peak.flops_per_s if peak.flops_per_s else 0.0,
-        loss=sum(losses.values) / len(losses.values) if losses.values else None,
+        loss=sum(measured) / len(measured) if measured else None,
+        losses=[loss for _, loss in losses.values],
         settings={key: _get(config, key) for key in RESOLVED_KEYS},
     )
 

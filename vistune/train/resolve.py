@@ -71,11 +71,31 @@ def worst_batch(lengths: list[int], batch_size: int, packed: bool) -> tuple[int,
     return (sum(longest), 1) if packed else (longest[0], len(longest))
 
 
+def logit_fraction(config: RunConfig, dataset) -> float:
+    """Share of the worst micro-batch's positions that reach lm_head: all of them (full CE, padded rows keep the
+    union of their supervised columns), or with chunked CE on packed rows the supervised ones of its samples."""
+    tokenized = getattr(dataset, "tokenized", None)  # VisualInstructDataset's records, when it has them
+    if config.optim.cross_entropy != "chunked" or config.data.packing is not True or not tokenized:
+        return 1.0
+    order = sorted(range(len(tokenized)), key=lambda i: -len(tokenized[i].input_ids))
+    worst = order[:config.optim.per_device_batch_size]
+    return sum(tokenized[i].num_supervised for i in worst) / max(1, sum(len(tokenized[i].input_ids) for i in worst))
+
+
 def resolve_checkpointing(config: RunConfig, model, dataset, budget: tuple[float, str] | None = None) -> Decision | None:
     """optim.gradient_checkpointing=auto -> off when the memory model (vistune.perf.memory) puts the worst micro-batch
     of this data within 80% of the device's memory without it, on otherwise."""
     if config.optim.gradient_checkpointing != AUTO:
         return None
+    budget_bytes, where = budget or memory_budget()
+    decision, (rows, tokens) = checkpointing_estimate(config, model, dataset, budget_bytes)
+    config.optim.gradient_checkpointing = decision.needed
+    return Decision("optim.gradient_checkpointing", decision.needed,
+                    f"{decision.reason()} on {where}; worst micro-batch {rows} x {tokens} tokens")
+
+
+def checkpointing_estimate(config: RunConfig, model, dataset, budget_bytes: float):
+    """(vistune.perf.memory.CheckpointingDecision, (rows, tokens) of the worst micro-batch) for this run's step."""
     from vistune.model.compose import llava_of, torch_dtype
     from vistune.perf.arch import llava_arch_from_config
     from vistune.perf.flops import Workload
@@ -92,12 +112,9 @@ def resolve_checkpointing(config: RunConfig, model, dataset, budget: tuple[float
                     device="cuda" if torch.cuda.is_available() else "cpu")
     tokens, rows = worst_batch(dataset.lengths, config.optim.per_device_batch_size, bool(config.data.packing))
     images = min(config.optim.per_device_batch_size, len(dataset.lengths))
-    budget_bytes, where = budget or memory_budget()
     decision = decide_checkpointing(arch, work, engine, tokens, rows, budget_bytes, images=images,
-                                    lora_dropout=config.lora.dropout)
-    config.optim.gradient_checkpointing = decision.needed
-    return Decision("optim.gradient_checkpointing", decision.needed,
-                    f"{decision.reason()} on {where}; worst micro-batch {rows} x {tokens} tokens")
+                                    lora_dropout=config.lora.dropout, logit_fraction=logit_fraction(config, dataset))
+    return decision, (rows, tokens)
 
 
 def resolve_liger(config: RunConfig, model) -> Decision | None:

@@ -1,0 +1,113 @@
+"""The fast path is the default: auto switches resolve from the attention, memory model and machine; every explicit
+setting wins; the loss the defaults train on is LLaVA's (the old settings, set explicitly, give the same losses)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vistune.train.config import AUTO, ConfigError, load_config
+
+OLD = ["data.packing=false", "optim.cross_entropy=full", "optim.gradient_checkpointing=true"]  # LLaVA's settings
+
+
+def _config(tmp_path, mixed_data, name="run", **optim) -> str:
+    path, root = mixed_data
+    config = {"stage": "instruct", "method": "lora", "model": {"preset": "tiny", "dtype": "float32"},
+              "data": {"path": str(path), "image_root": str(root), "template": "vicuna_v1", "max_length": 256,
+                       "group_by_length": False, "num_workers": 0},
+              "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "output_dir": str(tmp_path / name),
+              "optim": {"max_steps": 3, "per_device_batch_size": 4, "bf16": False, "tf32": False, "lr": 1e-3,
+                        "warmup_ratio": 0.0, **optim},
+              "save_steps": 0, "resume": "none", "seed": 0}
+    out = tmp_path / f"{name}.yaml"
+    out.write_text(yaml.safe_dump(config))
+    return str(out)
+
+
+def test_defaults_are_auto_and_explicit_values_are_kept(tmp_path, mixed_data):
+    config = load_config(_config(tmp_path, mixed_data))
+    assert (config.data.packing, config.optim.gradient_checkpointing, config.optim.liger) == (AUTO, AUTO, AUTO)
+    assert config.optim.cross_entropy == "chunked"
+    old = load_config(_config(tmp_path, mixed_data), OLD)
+    assert (old.data.packing, old.optim.cross_entropy, old.optim.gradient_checkpointing) == (False, "full", True)
+    assert load_config(_config(tmp_path, mixed_data), ["optim.cross_entropy=default"]).optim.cross_entropy == "full"
+    with pytest.raises(ConfigError, match="did you mean 'true'"):
+        load_config(_config(tmp_path, mixed_data), ["data.packing=ture"])
+
+
+def test_packing_follows_the_attention_implementation(tmp_path, mixed_data):
+    from vistune.train.resolve import resolve_packing
+
+    config = load_config(_config(tmp_path, mixed_data))
+    assert resolve_packing(config).value is True and config.data.packing is True
+    assert resolve_packing(config) is None  # resolved once; building again changes nothing
+    sdpa = load_config(_config(tmp_path, mixed_data), ["model.attn_implementation=sdpa"])
+    decision = resolve_packing(sdpa)
+    assert decision.value is False and "no per-sample kernel" in decision.reason
+    explicit = load_config(_config(tmp_path, mixed_data), ["model.attn_implementation=sdpa", "data.packing=true"])
+    assert resolve_packing(explicit) is None and explicit.data.packing is True  # transformers' block mask: correct
+    odd = load_config(_config(tmp_path, mixed_data), ["model.attn_implementation=my_kernel", "data.packing=true"])
+    with pytest.raises(ConfigError, match="not known to keep packed samples apart"):
+        resolve_packing(odd)
+
+
+def test_checkpointing_is_decided_by_the_memory_model(tmp_path, mixed_data):
+    from vistune.data_prep import SkipLog
+    from vistune.perf.memory import GIB
+    from vistune.train.build import build_dataset, build_model
+    from vistune.train.resolve import resolve_checkpointing, worst_batch
+
+    assert worst_batch([5, -9, 3, 7], 2, packed=True) == (16, 1)
+    assert worst_batch([5, -9, 3, 7], 2, packed=False) == (9, 2)
+    config = load_config(_config(tmp_path, mixed_data))
+    model, processor = build_model(config)
+    dataset, _ = build_dataset(config, processor, model, SkipLog())
+    roomy = resolve_checkpointing(config, model, dataset, budget=(64 * GIB, "test"))
+    assert roomy.value is False and config.optim.gradient_checkpointing is False and "within 80%" in roomy.reason
+    config.optim.gradient_checkpointing = AUTO
+    tight = resolve_checkpointing(config, model, dataset, budget=(1e6, "test"))  # 1 MB: nothing fits
+    assert tight.value is True and config.optim.gradient_checkpointing is True and "over 80%" in tight.reason
+    config.optim.gradient_checkpointing = False  # explicit: never touched
+    assert resolve_checkpointing(config, model, dataset, budget=(1e6, "test")) is None
+    assert config.optim.gradient_checkpointing is False
+
+
+def _losses(run_dir) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_defaults_train_on_llavas_loss_and_old_settings_reproduce_it(tmp_path, mixed_data):
+    """Three steps with the defaults (packed, chunked CE, checkpointing decided: off here) and with LLaVA's settings
+    set explicitly (padded, full CE, checkpointing on): the same per-step losses (HF Trainer's per-token mean over
+    the batch), so packing's ignored first label of each sample and its batch-wide normalisation change nothing.
+    The explicit run really runs the old path; the default run records what auto became in config.yaml."""
+    from vistune.data_prep import DataCollator
+    from vistune.train.build import build_run, loss_function
+    from vistune.train.engine import train, training_arguments
+
+    fast = load_config(_config(tmp_path, mixed_data, "fast"))
+    old = load_config(_config(tmp_path, mixed_data, "old"), OLD)
+    train(fast)
+    train(old)
+    a, b = _losses(tmp_path / "fast"), _losses(tmp_path / "old")
+    assert len(a) == len(b) == 3
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+    text = (tmp_path / "fast" / "config.yaml").read_text()
+    assert "# data.packing: auto -> true" in text and "# optim.gradient_checkpointing: auto -> false" in text
+    saved = yaml.safe_load(text)
+    assert saved["data"]["packing"] is True and saved["optim"]["gradient_checkpointing"] is False
+    assert saved["optim"]["liger"] is False  # no GPU here
+    old_saved = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
+    assert old_saved["data"]["packing"] is False and old_saved["optim"]["gradient_checkpointing"] is True
+
+    from vistune.data_prep import SkipLog
+
+    replay = load_config(_config(tmp_path, mixed_data, "replay"), OLD)
+    built = build_run(replay, SkipLog())
+    assert isinstance(built.collator, DataCollator) and loss_function(replay) is None
+    assert training_arguments(replay).gradient_checkpointing is True
+    assert [d.key for d in built.decisions] == ["optim.liger"]  # nothing else was left to decide
