@@ -76,7 +76,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     gradient_checkpointing: bool | str = AUTO  # recompute LLM activations in backward; auto = only when the memory model says the step does not fit
     cross_entropy: str = "chunked"  # chunked (logits only where a label is supervised), full (every position, LLaVA's) or liger (fused, GPU)
-    liger: bool | str = AUTO  # Liger kernels (RMSNorm, SwiGLU, RoPE) for a Llama-family LLM; auto = on with CUDA and liger-kernel installed
+    liger: bool | str = AUTO  # Liger kernels (RMSNorm, SwiGLU, RoPE) for a Llama-family LLM; auto = on with CUDA and liger-kernel installed (not QLoRA)
     torch_compile: bool = False  # torch.compile the model (HF Trainer's torch_compile)
     bf16: bool = True  # bf16 mixed precision (GPUs with bf16 support)
     tf32: bool = True  # allow TF32 matmuls (Ampere and newer)

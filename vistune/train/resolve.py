@@ -128,6 +128,9 @@ def resolve_liger(config: RunConfig, model) -> Decision | None:
         config.optim.liger = False
         why = "no GPU" if not torch.cuda.is_available() else "liger-kernel is not installed (pip install vistune[liger])"
         return Decision("optim.liger", False, why)
+    if config.stage == "instruct" and config.method == "qlora":  # 4-bit linears + fp32 norms: not checked yet
+        config.optim.liger = False
+        return Decision("optim.liger", False, "QLoRA: Liger over 4-bit weights is not checked yet; set true to try")
     config.optim.liger = llm_type in LIGER_LLMS
     return Decision("optim.liger", config.optim.liger, f"LLM type {llm_type}" + ("" if config.optim.liger else
                                                                                      " is not one Liger patches"))
