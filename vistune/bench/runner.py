@@ -11,6 +11,7 @@ import ctypes
 import gc
 import itertools
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -41,6 +42,7 @@ class Measurement:
     peak_memory_mib: float
     model_flops_per_s: float
     mfu: float
+    samples_per_cpu_s: float = 0.0  # samples per second of this process's CPU time: robust to a busy shared machine
     loss: float | None = None  # mean training loss over the measured steps (a sanity check, not a metric)
     settings: dict = field(default_factory=dict)  # the fast-path switches as this run resolved them (auto included)
     losses: list[float] = field(default_factory=list)  # every step's training loss, warm-up included
@@ -147,6 +149,18 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
     from vistune.train.engine import training_arguments
     from vistune.train.trainer import VistuneTrainer
 
+    class _CpuClock(TrainerCallback):
+        """The training process's CPU time at the end of each optimizer step (the steps the meter times)."""
+
+        def __init__(self):
+            self.at = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.at[0] = time.process_time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.at[state.global_step] = time.process_time()
+
     class _Losses(TrainerCallback):
         def __init__(self):
             self.values = []
@@ -165,9 +179,9 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         model, dataset = built.model, built.dataset
         args = training_arguments(config)
         args.disable_tqdm = True
-        meter, losses = meter_for(model, config, peak.flops_per_s), _Losses()
+        meter, losses, clock = meter_for(model, config, peak.flops_per_s), _Losses(), _CpuClock()
         trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=built.collator,
-                                 callbacks=[meter, losses], meter=meter, compute_loss_func=loss_function(config),
+                                 callbacks=[meter, losses, clock], meter=meter, compute_loss_func=loss_function(config),
                                  projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
                                  train_sampler_fn=length_sampler_fn(config, dataset))
         for printer in (PrinterCallback, ProgressCallback):  # quiet: the bench prints its own lines
@@ -175,6 +189,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
                 trainer.remove_callback(printer)
         trainer.train()
         window = meter.window(warmup)
+        cpu_seconds = clock.at[max(clock.at)] - clock.at[min(warmup, max(clock.at))]
         del trainer, model
     memory = _peak_memory_mib()
     measured = [loss for step, loss in losses.values if step > warmup]
@@ -185,6 +200,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         image_tokens_per_s=window.rate(window.stats.image_tokens), padding_fraction=window.padding_fraction,
         wait_fraction=window.wait_fraction, peak_memory_mib=round(memory, 1), model_flops_per_s=flops,
         mfu=flops / peak.flops_per_s if peak.flops_per_s else 0.0,
+        samples_per_cpu_s=window.stats.samples / cpu_seconds if cpu_seconds > 0 else 0.0,
         loss=sum(measured) / len(measured) if measured else None,
         losses=[loss for _, loss in losses.values],
         settings={key: _get(config, key) for key in RESOLVED_KEYS},
