@@ -111,3 +111,27 @@ def test_defaults_train_on_llavas_loss_and_old_settings_reproduce_it(tmp_path, m
     assert isinstance(built.collator, DataCollator) and loss_function(replay) is None
     assert training_arguments(replay).gradient_checkpointing is True
     assert [d.key for d in built.decisions] == ["optim.liger"]  # nothing else was left to decide
+
+
+def test_bench_compares_named_settings_and_skips_what_cannot_run(tmp_path, mixed_data):
+    import torch
+
+    from vistune.bench.runner import SETTINGS, bench, variants_from
+
+    pair = variants_from(["settings=llava,vistune"])
+    assert [v.name for v in pair] == ["settings=llava", "settings=vistune"]
+    assert pair[0].overrides == SETTINGS["llava"] and pair[1].overrides == []
+    with pytest.raises(ValueError, match="unknown fastest"):
+        variants_from(["settings=fastest"])
+    if torch.cuda.is_available():
+        pytest.skip("Liger may run here")
+    said = []
+    result = bench(_config(tmp_path, mixed_data), ["settings=vistune,liger"], steps=1, warmup=0, rounds=1,
+                   progress=said.append)
+    assert [v.name for v in result.variants] == ["settings=vistune"]
+    assert any("skipping variant settings=liger" in line and "liger-kernel" in line for line in said)
+    run = result.runs[0]
+    assert run.settings["data.packing"] is True and run.settings["optim.cross_entropy"] == "chunked"
+    assert run.samples_per_cpu_s > 0
+    with pytest.raises(ValueError, match="no variant can run"):
+        bench(_config(tmp_path, mixed_data), ["settings=liger"], steps=1, warmup=0, rounds=1, progress=said.append)
