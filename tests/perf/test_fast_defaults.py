@@ -70,6 +70,7 @@ def test_checkpointing_is_decided_by_the_memory_model(tmp_path, mixed_data):
     config.optim.gradient_checkpointing = AUTO
     tight = resolve_checkpointing(config, model, dataset, budget=(1e6, "test"))  # 1 MB: nothing fits
     assert tight.value is True and config.optim.gradient_checkpointing is True and "over 80%" in tight.reason
+    assert config.optim.checkpoint_layers == 0  # nothing fits: every layer recomputes
     config.optim.gradient_checkpointing = False  # explicit: never touched
     assert resolve_checkpointing(config, model, dataset, budget=(1e6, "test")) is None
     assert config.optim.gradient_checkpointing is False
@@ -84,17 +85,31 @@ def test_defaults_train_on_llavas_loss_and_old_settings_reproduce_it(tmp_path, m
     set explicitly (padded, full CE, checkpointing on): the same per-step losses (HF Trainer's per-token mean over
     the batch), so packing's ignored first label of each sample and its batch-wide normalisation change nothing.
     The explicit run really runs the old path; the default run records what auto became in config.yaml."""
+    from transformers import TrainerCallback
+
     from vistune.data_prep import DataCollator
     from vistune.train.build import build_run, loss_function
     from vistune.train.engine import train, training_arguments
 
+    class Flags(TrainerCallback):
+        seen: list = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            from vistune.model.compose import llava_of
+
+            self.seen.append([x.gradient_checkpointing for x in llava_of(model).model.language_model.layers])
+
     fast = load_config(_config(tmp_path, mixed_data, "fast"))
     old = load_config(_config(tmp_path, mixed_data, "old"), OLD)
+    partial = load_config(_config(tmp_path, mixed_data, "partial"), ["optim.gradient_checkpointing=true",
+                                                                      "optim.checkpoint_layers=1"])
     train(fast)
     train(old)
-    a, b = _losses(tmp_path / "fast"), _losses(tmp_path / "old")
+    train(partial, callbacks=[Flags()])
+    a, b, c = _losses(tmp_path / "fast"), _losses(tmp_path / "old"), _losses(tmp_path / "partial")
     assert len(a) == len(b) == 3
-    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5) and c == pytest.approx(a, rel=1e-4, abs=1e-5)
+    assert Flags.seen and all(flags[0] and not any(flags[1:]) for flags in Flags.seen)  # only layer 0 recomputes
 
     text = (tmp_path / "fast" / "config.yaml").read_text()
     assert "# data.packing: auto -> true" in text and "# optim.gradient_checkpointing: auto -> false" in text
@@ -135,3 +150,28 @@ def test_bench_compares_named_settings_and_skips_what_cannot_run(tmp_path, mixed
     assert run.samples_per_cpu_s > 0
     with pytest.raises(ValueError, match="no variant can run"):
         bench(_config(tmp_path, mixed_data), ["settings=liger"], steps=1, warmup=0, rounds=1, progress=said.append)
+
+
+def test_checkpointing_only_as_many_layers_as_needed(tiny_llava):
+    """Between "fits without" and "needs every layer" the memory model picks the fewest checkpointed layers, and
+    PartialCheckpointing leaves the recompute on for exactly those."""
+    from vistune.perf.arch import llava_arch_from_config
+    from vistune.perf.flops import Workload
+    from vistune.perf.memory import Engine, decide_checkpointing, estimate_memory
+    from vistune.train.callbacks import PartialCheckpointing
+
+    model, _ = tiny_llava
+    arch = llava_arch_from_config(model.config)
+    work, engine = Workload("instruct", "lora", lora_r=8), Engine(dtype_bytes=4, device="cpu")
+    total = arch.llm.layers
+    assert total >= 2
+    sizes = [estimate_memory(arch, work, engine, 512, 8, checkpoint_layers=k).total for k in range(total + 1)]
+    assert sizes == sorted(sizes, reverse=True)  # each checkpointed layer saves memory
+    budget = (sizes[total - 1] + sizes[total - 2]) / 2 / 0.8  # fits with total - 1 layers, not with total - 2
+    decision = decide_checkpointing(arch, work, engine, 512, 8, budget)
+    assert decision.needed and decision.layers == total - 1 and f"{total - 1} of {total} layers" in decision.reason()
+
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    PartialCheckpointing(1).on_train_begin(None, None, None, model=model)
+    flags = [layer.gradient_checkpointing for layer in model.model.language_model.layers]
+    assert flags == [True] + [False] * (total - 1)

@@ -49,7 +49,8 @@ class Measurement:
 
 
 # Switches whose `auto` a run resolves itself: the bench records what each variant actually ran with.
-RESOLVED_KEYS = ("data.packing", "optim.gradient_checkpointing", "optim.cross_entropy", "optim.liger",
+RESOLVED_KEYS = ("data.packing", "optim.gradient_checkpointing", "optim.checkpoint_layers", "optim.cross_entropy",
+                 "optim.liger",
                  "optim.torch_compile", "model.attn_implementation")
 
 
@@ -145,7 +146,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
 
     from vistune.data_prep import SkipLog
     from vistune.perf.meter import meter_for
-    from vistune.train.build import build_run, length_sampler_fn, loss_function
+    from vistune.train.build import build_run, length_sampler_fn, loss_function, training_callbacks
     from vistune.train.engine import training_arguments
     from vistune.train.trainer import VistuneTrainer
 
@@ -181,7 +182,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         args.disable_tqdm = True
         meter, losses, clock = meter_for(model, config, peak.flops_per_s), _Losses(), _CpuClock()
         trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=built.collator,
-                                 callbacks=[meter, losses, clock], meter=meter, compute_loss_func=loss_function(config),
+                                 callbacks=[meter, losses, clock, *training_callbacks(config)], meter=meter, compute_loss_func=loss_function(config),
                                  projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
                                  train_sampler_fn=length_sampler_fn(config, dataset))
         for printer in (PrinterCallback, ProgressCallback):  # quiet: the bench prints its own lines

@@ -150,6 +150,15 @@ def loss_function(config: RunConfig):
     return None
 
 
+def training_callbacks(config: RunConfig) -> list:
+    """Callbacks the config itself asks for (partial gradient checkpointing)."""
+    if config.optim.gradient_checkpointing is True and config.optim.checkpoint_layers > 0:
+        from vistune.train.callbacks import PartialCheckpointing
+
+        return [PartialCheckpointing(config.optim.checkpoint_layers)]
+    return []
+
+
 def length_sampler_fn(config: RunConfig, dataset):
     """A factory the trainer calls with its TrainingArguments: LLaVA's modality-length grouping, or None."""
     if not config.data.group_by_length:

@@ -75,6 +75,7 @@ class OptimConfig:
     scheduler: str = "cosine"  # lr schedule after warmup
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     gradient_checkpointing: bool | str = AUTO  # recompute LLM activations in backward; auto = only when the memory model says the step does not fit
+    checkpoint_layers: int = 0  # with gradient_checkpointing on: recompute only the first N decoder layers (0 = all)
     cross_entropy: str = "chunked"  # chunked (logits only where a label is supervised), full (every position, LLaVA's) or liger (fused, GPU)
     liger: bool | str = AUTO  # Liger kernels (RMSNorm, SwiGLU, RoPE) for a Llama-family LLM; auto = on with CUDA and liger-kernel installed (not QLoRA)
     torch_compile: bool = False  # torch.compile the model (HF Trainer's torch_compile)
@@ -110,6 +111,8 @@ class RunConfig:
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
             _auto_or_bool(self, key)
+        if self.optim.checkpoint_layers < 0:
+            raise ConfigError("optim.checkpoint_layers must be >= 0 (0 = every decoder layer)")
         if not self.data.path:
             raise ConfigError("data.path is empty: name the records file (e.g. data.path=data/llava_665k.json)")
         if self.optim.max_steps <= 0 and self.optim.epochs <= 0:

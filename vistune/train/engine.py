@@ -20,7 +20,7 @@ from vistune.perf.meter import meter_for
 from vistune.perf.peak import device_peak
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
-from vistune.train.build import build_run, length_sampler_fn, loss_function
+from vistune.train.build import build_run, length_sampler_fn, loss_function, training_callbacks
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
 from vistune.train.resolve import config_header
@@ -152,7 +152,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *(callbacks or [])],
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config),
+                   *(callbacks or [])],
         meter=meter,
         compute_loss_func=loss_function(config),
         projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,

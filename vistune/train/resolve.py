@@ -90,6 +90,8 @@ def resolve_checkpointing(config: RunConfig, model, dataset, budget: tuple[float
     budget_bytes, where = budget or memory_budget()
     decision, (rows, tokens) = checkpointing_estimate(config, model, dataset, budget_bytes)
     config.optim.gradient_checkpointing = decision.needed
+    if decision.needed and config.optim.checkpoint_layers == 0 and decision.layers < decision.total_layers:
+        config.optim.checkpoint_layers = decision.layers
     return Decision("optim.gradient_checkpointing", decision.needed,
                     f"{decision.reason()} on {where}; worst micro-batch {rows} x {tokens} tokens")
 
