@@ -94,7 +94,7 @@ def memory_check(config_path: Path) -> dict:
 
     from vistune.data_prep import SkipLog
     from vistune.perf.memory import GIB, GPU_CONTEXT_BYTES
-    from vistune.train.build import build_run
+    from vistune.train.build import build_run, loss_function, training_callbacks
     from vistune.train.config import load_config
     from vistune.train.resolve import checkpointing_estimate, memory_budget
 
@@ -112,10 +112,16 @@ def memory_check(config_path: Path) -> dict:
         batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
     if config.optim.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for callback in training_callbacks(config):  # only some layers, when auto chose that
+            callback.on_train_begin(None, None, None, model=model)
+    labels, loss_fn = batch.pop("labels"), loss_function(config)
+    if loss_fn is None:
+        batch["labels"] = labels
     torch.cuda.reset_peak_memory_stats()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(**batch)
-    out.loss.backward()
+        loss = loss_fn(out, labels) if loss_fn else out.loss
+    loss.backward()
     measured = torch.cuda.max_memory_allocated()
     return {"estimate_gib": round((estimate.total - GPU_CONTEXT_BYTES) / GIB, 3),
             "measured_gib": round(measured / GIB, 3),
