@@ -103,13 +103,15 @@ def memory_check(config_path: Path) -> dict:
     decision, (rows, tokens) = checkpointing_estimate(config, built.model, built.dataset, memory_budget()[0])
     estimate = decision.with_ if config.optim.gradient_checkpointing else decision.without
     # Measured: forward + backward on the longest samples, the batch the estimate is for.
-    model = built.model.cuda().train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the code path only (tests), no measurement
+    model = built.model.to(device).train()
     order = sorted(range(len(built.dataset)), key=lambda i: -abs(built.dataset.lengths[i]))
     batch = built.collator([built.dataset[i] for i in order[:config.optim.per_device_batch_size]])
     batch.pop("ids", None)
-    batch = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in batch.items()}
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     if "pixel_values" in batch:
-        batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+        batch["pixel_values"] = batch["pixel_values"].to(dtype)
     if config.optim.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for callback in training_callbacks(config):  # only some layers, when auto chose that
@@ -117,15 +119,16 @@ def memory_check(config_path: Path) -> dict:
     labels, loss_fn = batch.pop("labels"), loss_function(config)
     if loss_fn is None:
         batch["labels"] = labels
-    torch.cuda.reset_peak_memory_stats()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
         out = model(**batch)
         loss = loss_fn(out, labels) if loss_fn else out.loss
     loss.backward()
-    measured = torch.cuda.max_memory_allocated()
-    return {"estimate_gib": round((estimate.total - GPU_CONTEXT_BYTES) / GIB, 3),
-            "measured_gib": round(measured / GIB, 3),
-            "estimate_over_measured": round((estimate.total - GPU_CONTEXT_BYTES) / max(measured, 1), 3),
+    measured = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    mine = estimate.total - (GPU_CONTEXT_BYTES if device == "cuda" else 0)
+    return {"estimate_gib": round(mine / GIB, 3), "measured_gib": round(measured / GIB, 3) if measured else None,
+            "estimate_over_measured": round(mine / measured, 3) if measured else None,
             "batch": f"{rows} x {tokens} tokens", "gradient_checkpointing": config.optim.gradient_checkpointing,
             "note": "no optimizer states in the measured step (one forward + backward); GPU context left out"}
 
@@ -186,8 +189,9 @@ def table(result: dict) -> str:
                          f"{'' if ratio is None else f'{ratio:.2f}x'} |")
         if "memory" in entry:
             m = entry["memory"]
+            ratio = m["estimate_over_measured"]
             lines.append(f"| {name} | memory model | estimate {m['estimate_gib']} GiB | measured {m['measured_gib']} GiB"
-                         f" | | | | {m['estimate_over_measured']}x |")
+                         f" | | | | {'-' if ratio is None else f'{ratio}x'} |")
     return "\n".join(lines)
 
 
