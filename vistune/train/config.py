@@ -164,12 +164,10 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _auto_or_bool(config: RunConfig, dotted: str) -> None:
-    """A switch that is true, false or auto (null, from older recipes, means auto)."""
+    """A switch that is true, false or auto."""
     section, name = dotted.split(".")
     value = getattr(getattr(config, section), name)
-    if value is None:
-        setattr(getattr(config, section), name, AUTO)
-    elif not isinstance(value, bool) and value != AUTO:
+    if not isinstance(value, bool) and value != AUTO:
         raise ConfigError(f"{dotted}: {value!r} is not one of true, false, auto{_suggest(value, ['true', 'false', AUTO])}")
 
 
