@@ -169,15 +169,15 @@ def _merge_lora(state: dict, adapter_dir: Path, allow_pickle: bool, mapping: Map
             raise LlavaFormatError(f"{files[0]}: LoRA for {module} is incomplete or targets no base weight")
         weight = state[target]
         delta = (ab["B"].float() @ ab["A"].float()) * scale
-        state[target] = (weight.float() + delta).to(weight.dtype)
+        state[target] = weight.float() + delta  # fp32: the output dtype is applied once, at the end
         for part in "AB":
             mapping.add(f"base_model.model.{module}.lora_{part}.weight", f"merged into {target}")
 
 
 def _hf_name(name: str, projector: str) -> str | None:
     """LLaVA name -> HF Llava name (None: no place)."""
-    if name.startswith(_VISION_PREFIX):
-        return "model.vision_tower." + name[len(_VISION_PREFIX):]
+    if name.startswith(_VISION_PREFIX):  # transformers 5 names CLIPVisionModel's weights without `vision_model.`
+        return "model.vision_tower." + name[len(_VISION_PREFIX):].removeprefix("vision_model.")
     if name.startswith("model.mm_projector."):
         rest = name[len("model.mm_projector."):]
         if projector == "linear":
