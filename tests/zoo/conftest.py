@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from zoo_builder import Zoo
 
 

@@ -344,8 +344,16 @@ def llava_lora(out: Path, vicuna_dir: Path, r: int = 4) -> Path:
 def llava_hf(out: Path, vicuna_dir: Path, clip_dir: Path) -> Path:
     """llava-hf/llava-1.5-7b-hf, as convert_llava_weights_to_hf.py writes it: <image> 32000-style id right after the
     text vocab, a `<pad>` after it, vocab padded to a multiple of 64, 3 safetensors shards, chat template."""
-    from transformers import (AddedToken, AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig,
-                              LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        AddedToken,
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     out.mkdir(parents=True)
     tokenizer = AutoTokenizer.from_pretrained(vicuna_dir)

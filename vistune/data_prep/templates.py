@@ -207,7 +207,21 @@ class AutoTemplate(Template):
     def _apply(tokenizer, messages: list[dict], generation: bool) -> str:
         if not messages:
             return tokenizer.apply_chat_template([], tokenize=False, add_generation_prompt=generation) if generation else ""
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        if all(m["content"].removeprefix(IMAGE_TOKEN + "\n") in text for m in messages if m["content"]):
+            return text
+        # a processor-style template (llava-hf's): content as typed parts, images rendered by the template itself
+        return tokenizer.apply_chat_template([_typed(m) for m in messages], tokenize=False,
+                                             add_generation_prompt=generation)
+
+
+def _typed(message: dict) -> dict:
+    """A string message as typed parts: one {"type": "image"} per leading image token, then the text."""
+    text, parts = message["content"], []
+    while text.startswith(IMAGE_TOKEN + "\n"):
+        parts.append({"type": "image"})
+        text = text[len(IMAGE_TOKEN) + 1:]
+    return {"role": message["role"], "content": [*parts, {"type": "text", "text": text}]}
 
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (PLAIN, VICUNA_V1, LLAMA3, CHATML, AutoTemplate())}
