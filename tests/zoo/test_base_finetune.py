@@ -91,11 +91,11 @@ def test_continue_from_vistune_base_lora_export(zoo, shapes, tmp_path):
     from vistune.train.engine import train
     from vistune.train.export import export
 
-    first = _config(zoo.llava_hf(), shapes, tmp_path / "run1", "lora", **{"data.template": "vicuna_v1"})
+    first = _config(zoo.llava_hf(), shapes, tmp_path / "run1", "lora", **{"data.template": "vicuna_v1", "data.max_length": 400})
     train(first)
     base = export(tmp_path / "run1", tmp_path / "export1", mode="base+lora", dtype="float32")
     for mode in ("continue", "merge"):
-        config = _config(base, shapes, tmp_path / f"run-{mode}", "lora", **{"model.base_adapter": mode})
+        config = _config(base, shapes, tmp_path / f"run-{mode}", "lora", **{"model.base_adapter": mode, "data.max_length": 400})
         assert config.template == "vicuna_v1"  # recorded by the export
         train(config)
         assert _losses(tmp_path / f"run-{mode}")[-1] < _losses(tmp_path / f"run-{mode}")[0]

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 ADAPTER_MODES = ("continue", "merge")  # a base+lora export's adapter: train it further, or fold it in first
 _ADAPTER_DIR = "adapter"
 # bitsandbytes must leave these unquantised: only the LLM's linear layers are 4-bit in QLoRA (as when composing)
-_KEEP_FULL_PRECISION = ["vision_tower", "multi_modal_projector", "lm_head"]
+_KEEP_FULL_PRECISION = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]  # full module paths (transformers 5)
 
 
 class BaseError(ValueError):
