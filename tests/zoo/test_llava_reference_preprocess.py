@@ -84,14 +84,24 @@ RECORDS = [
     {"id": "c", "conversations": [
         {"from": "human", "value": "Is there a circle?"}, {"from": "gpt", "value": "Yes"},
         {"from": "human", "value": "Where is the shape?"}, {"from": "gpt", "value": "left"}]},
+    {"id": "d", "image": "x.png", "conversations": [  # digits: sentencepiece splits " 2" into "▁" + "2"
+        {"from": "human", "value": "<image>\nHow many shapes are there?"}, {"from": "gpt", "value": "2"},
+        {"from": "human", "value": "And circles?"}, {"from": "gpt", "value": "10 circles"}]},
 ]
 
 
-def _vistune(tmp_path, tokenizer, template: str, n_image: int):
+CAPTIONS = [  # stage-1 records: one image, one caption (LLaVA's preprocess_plain asserts two turns)
+    {"id": f"p{i}", "image": "x.png", "conversations": [
+        {"from": "human", "value": "<image>\nDescribe the image briefly."}, {"from": "gpt", "value": caption}]}
+    for i, caption in enumerate(["A red circle on the left.", "2 blue squares at the top.", "red"])
+]
+
+
+def _vistune(tmp_path, tokenizer, template: str, n_image: int, records=RECORDS):
     from vistune.data_prep import get_template, load_records, tokenize_record
 
     path = tmp_path / "records.json"
-    path.write_text(json.dumps(RECORDS))
+    path.write_text(json.dumps(records))
     out = []
     for record in load_records(str(path)):
         tok = tokenize_record(record, tokenizer, get_template(template), num_image_tokens=n_image, max_length=4096)
@@ -123,13 +133,7 @@ def _tokenizer(directory):
     return tokenizer
 
 
-# Known differences, found by this oracle and not fixed yet (issue 16 report): non-legacy, LLaVA tokenises the text
-# after <image> as its own chunk, so a dummy-prefix "▁" follows the image placeholder (the famous 29871) where
-# vistune's single pass has none; legacy multi-turn, LLaVA's `- 2` offsets supervise one "▁" more than the reply span.
-_KNOWN = pytest.mark.xfail(strict=True, reason="vistune differs from LLaVA's chunked tokenisation (see comment)")
-
-
-@pytest.mark.parametrize("legacy", [pytest.param(False, marks=_KNOWN), pytest.param(True, marks=_KNOWN)])
+@pytest.mark.parametrize("legacy", [False, True])
 def test_vicuna_v1_matches_llava_preprocess_v1(zoo, tmp_path, legacy):
     tokenizer = _tokenizer(zoo.vicuna(legacy))
     assert tokenizer.legacy is legacy and tokenizer("hi").input_ids[0] == tokenizer.bos_token_id  # add_bos_token
@@ -145,11 +149,11 @@ def test_vicuna_v1_matches_llava_preprocess_v1(zoo, tmp_path, legacy):
         assert got_labels == ref_labels, record["id"]
 
 
-@pytest.mark.parametrize("legacy", [pytest.param(False, marks=_KNOWN), True])
+@pytest.mark.parametrize("legacy", [False, True])
 def test_plain_matches_llava_preprocess_plain(zoo, tmp_path, legacy):
     tokenizer = _tokenizer(zoo.vicuna(legacy))
     image_id = tokenizer.convert_tokens_to_ids("<image>")
-    results = _vistune(tmp_path, tokenizer, "plain", 4)
-    for (ids, labels), record in zip(results[:1], RECORDS[:1], strict=True):
+    results = _vistune(tmp_path, tokenizer, "plain", 4, CAPTIONS)
+    for (ids, labels), record in zip(results, CAPTIONS, strict=True):
         ref_ids, ref_labels = preprocess_plain(record["conversations"], tokenizer)
-        assert _collapse(ids, labels, image_id) == (ref_ids, ref_labels)
+        assert _collapse(ids, labels, image_id) == (ref_ids, ref_labels), record["id"]
