@@ -11,17 +11,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    from vistune.data_prep import synthesize
-
-    root = tmp_path_factory.mktemp("shapes-base")
-    paths = synthesize(root, n=16, seed=0)
-    records = [r for r in json.loads(paths["instruct"].read_text()) if "image" in r][:8]
-    (root / "small.json").write_text(json.dumps(records))
-    return root
-
-
 def _config(base, shapes, out, method: str, **extra):
     from vistune.train.config import load_config
 

@@ -136,6 +136,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             load_in_4bit=bool(base.get("load_in_4bit")),
             vision_feature_layer=int(base.get("vision_feature_layer", -2)),
             chat_template=base.get("chat_template"),
+            allow_pickle=bool(base.get("allow_pickle")),
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))

@@ -97,6 +97,7 @@ def base_record(config, model) -> dict:
         "llm_sha256": part_fingerprint(llm_path),
         "dtype": config.model.dtype,
         "load_in_4bit": qlora,
+        "allow_pickle": config.model.allow_pickle,  # the parts were trusted with pickle weights when trained
         "vision_feature_layer": config.model.vision_feature_layer,
         "template": config.template,
         "chat_template": get_template(config.template).jinja,  # so the model room rebuilds the processor as trained
