@@ -65,6 +65,11 @@ def base_template(base: str) -> str:
     """The conversation template that `template: auto` means for a base: the one a vistune export records in its
     base.json, else 'auto' (the base's own chat template, rendered as the processor carries it)."""
     record = Path(base) / "base.json"
+    config = local_config(base)
+    if config is not None and base_kind(base) == "llava-format":
+        from vistune.model.llava_format import template_of
+
+        return template_of(config)
     if record.is_file():
         template = json.loads(record.read_text()).get("template")
         if template and template != "auto":
@@ -72,17 +77,32 @@ def base_template(base: str) -> str:
     return "auto"
 
 
-def base_configs(base: str):
-    """(vision config, text config) of a base, from its config files only (no weight is read)."""
+def base_llava_config(base: str, vision: str | None = None, local_only: bool = False):
+    """The base's LlavaConfig from its config files only (no weight is read); a LLaVA-format base's is derived
+    (its image token is the one the conversion appends). `local_only`: never download (dry runs, the planner)."""
     from transformers import AutoConfig
 
     kind = base_kind(base)
     if kind == "llava-format":
-        from vistune.model.llava_format import llava_format_configs
+        from vistune.model.llava_format import llava_config_of, llava_format_configs
 
-        return llava_format_configs(local_config(base))
-    config = AutoConfig.from_pretrained(base, local_files_only=kind != "hub")
-    return config.vision_config, config.text_config
+        config = local_config(base)
+        vcfg, tcfg = llava_format_configs(config, vision, local_only=local_only)
+        return llava_config_of(config, vcfg, tcfg, image_token_index=int(config.get("vocab_size", 32000)))
+    return AutoConfig.from_pretrained(base, local_files_only=local_only or kind != "hub")
+
+
+def base_tokenizer(base: str):
+    """The base's tokenizer as training uses it: `<image>` and a pad token present, the base's chat template."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from vistune.model.compose import add_special_tokens
+
+    if base_kind(base) == "llava-format":
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        add_special_tokens(tokenizer)
+        return tokenizer
+    return _with_chat_template(AutoProcessor.from_pretrained(base)).tokenizer
 
 
 def load_base(

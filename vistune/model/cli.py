@@ -6,7 +6,9 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("model", help="list presets; compose a LLaVA model from a vision + an LLM checkpoint")
+    parser = subparsers.add_parser(
+        "model", help="list presets; compose a LLaVA model from parts; import LLaVA's own checkpoints (import-llava)"
+    )
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
     presets = sub.add_parser("presets", help="list the vision, LLM and model presets")

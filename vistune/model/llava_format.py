@@ -133,14 +133,33 @@ def _vision_source(config: dict, vision: str | None) -> str:
     return source
 
 
-def llava_format_configs(config: dict, vision: str | None = None):
+def check_vision_width(config: dict, vision_config, src) -> None:
+    """mm_hidden_size is the tower's width the projector was trained on: a different tower cannot stand in."""
+    width = config.get("mm_hidden_size")
+    if width is not None and int(width) != vision_config.hidden_size:
+        raise LlavaFormatError(f"{src}/config.json: mm_hidden_size {width} but the vision tower "
+                               f"{config.get('mm_vision_tower')!r} given has width {vision_config.hidden_size}")
+
+
+def llava_format_configs(config: dict, vision: str | None = None, local_only: bool = False):
     """(vision config, text config) of a LLaVA-format checkpoint, without reading weights."""
     from transformers import AutoConfig
 
     from vistune.model.presets import resolve_vision
 
-    vcfg = AutoConfig.from_pretrained(resolve_vision(_vision_source(config, vision)))
+    source = _vision_source(config, vision)
+    try:
+        vcfg = AutoConfig.from_pretrained(resolve_vision(source), local_files_only=local_only)
+    except OSError as err:
+        raise LlavaFormatError(f"vision tower {source!r} (mm_vision_tower) is not on this machine: give a local CLIP "
+                               f"directory (--vision / model.base_vision) [{type(err).__name__}]") from None
     return getattr(vcfg, "vision_config", vcfg), _text_config(config)[0]
+
+
+def template_of(config: dict) -> str:
+    """The conversation template a LLaVA checkpoint was trained with (LLaVA-1.5: conv_mode llava_v1 = vicuna_v1)."""
+    archs = config.get("architectures") or []
+    return next((TEMPLATE_OF_ARCH[LLAVA_ARCHITECTURES[a]] for a in archs if a in LLAVA_ARCHITECTURES), "vicuna_v1")
 
 
 def _merge_lora(state: dict, adapter_dir: Path, allow_pickle: bool, mapping: Mapping) -> None:
@@ -233,7 +252,7 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
     output directory was trained on (its tokenizer and weights; the adapter is merged, as LLaVA's builder does).
     """
     from huggingface_hub import save_torch_state_dict
-    from transformers import AutoTokenizer, LlavaConfig, LlavaProcessor
+    from transformers import AutoTokenizer, LlavaProcessor
 
     from vistune import IMAGE_TOKEN
     from vistune.model.compose import add_special_tokens, load_vision_tower
@@ -262,10 +281,15 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
         state = read_weights(src, allow_pickle)
         tokenizer_dir = str(src)
 
-    tower, image_processor, family = load_vision_tower(_vision_source(config, vision), target_dtype, allow_pickle)
+    try:
+        tower, image_processor, family = load_vision_tower(_vision_source(config, vision), target_dtype, allow_pickle)
+    except OSError as err:
+        raise LlavaFormatError(f"{src}: vision tower {_vision_source(config, vision)!r} (mm_vision_tower) cannot be "
+                               f"loaded here; give a local CLIP directory with --vision DIR (model.base_vision) "
+                               f"[{type(err).__name__}]") from None
     if family != "clip":
         raise LlavaFormatError(f"{src}: vision tower {config.get('mm_vision_tower')!r} is not CLIP (LLaVA's CLIPVisionTower)")
-    text_config, arch = _text_config(config)
+    text_config, _ = _text_config(config)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     add_special_tokens(tokenizer, IMAGE_TOKEN)
 
@@ -297,17 +321,9 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
     _grow_vocab(hf, len(tokenizer), mapping)
     text_config.vocab_size = hf["model.language_model.embed_tokens.weight"].shape[0]
     text_config.pad_token_id = tokenizer.pad_token_id
-    vcfg = tower.config
-    drop_cls = config.get("mm_vision_select_feature", "patch") == "patch"
-    llava_config = LlavaConfig(
-        vision_config=vcfg.to_dict(), text_config=text_config.to_dict(),
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(vcfg.image_size // vcfg.patch_size) ** 2 + (0 if drop_cls else 1),
-        projector_hidden_act="gelu" if projector == "mlp2x_gelu" else "linear",
-        vision_feature_select_strategy="default" if drop_cls else "full",
-        vision_feature_layer=int(config.get("mm_vision_select_layer", -2)),
-        multimodal_projector_bias=True, tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-    )
+    check_vision_width(config, tower.config, src)
+    llava_config = llava_config_of(config, tower.config, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    vcfg, drop_cls = tower.config, llava_config.vision_feature_select_strategy == "default"
     llava_config.dtype = target_dtype
     _check_shapes(llava_config, hf, src)
 
@@ -327,11 +343,27 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
         from transformers import GenerationConfig
 
         GenerationConfig.from_model_config(text_config).save_pretrained(str(out))
-    record = {"template": TEMPLATE_OF_ARCH[arch], "imported_from": str(src.resolve()),
+    record = {"template": template_of(config), "imported_from": str(src.resolve()),
               "image_aspect_ratio": config.get("image_aspect_ratio", "square"), "lora_base": base}
     (out / "base.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "import-llava.json").write_text(json.dumps({**record, "mapping": mapping.lines}, indent=1) + "\n")
     return mapping
+
+
+def llava_config_of(config: dict, vision_config, text_config, image_token_index: int):
+    """The HF LlavaConfig equivalent to a LLaVA config.json (select layer, CLS handling, projector kind)."""
+    from transformers import LlavaConfig
+
+    drop_cls = config.get("mm_vision_select_feature", "patch") == "patch"
+    side = vision_config.image_size // vision_config.patch_size
+    return LlavaConfig(
+        vision_config=vision_config.to_dict(), text_config=text_config.to_dict(), image_token_index=image_token_index,
+        image_seq_length=side * side + (0 if drop_cls else 1),
+        projector_hidden_act="gelu" if config.get("mm_projector_type", "linear") == "mlp2x_gelu" else "linear",
+        vision_feature_select_strategy="default" if drop_cls else "full",
+        vision_feature_layer=int(config.get("mm_vision_select_layer", -2)),
+        multimodal_projector_bias=True, tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+    )
 
 
 def _grow_vocab(hf: dict, size: int, mapping: Mapping) -> None:

@@ -46,10 +46,9 @@ def is_llava_format_dir(path: Path) -> bool:
 
 
 def _llava_format_template(path: Path) -> str:
-    from vistune.model.llava_format import LLAVA_ARCHITECTURES, TEMPLATE_OF_ARCH
+    from vistune.model.llava_format import template_of
 
-    archs = json.loads((path / "config.json").read_text()).get("architectures") or []
-    return next((TEMPLATE_OF_ARCH[LLAVA_ARCHITECTURES[a]] for a in archs if a in LLAVA_ARCHITECTURES), "auto")
+    return template_of(json.loads((path / "config.json").read_text()))
 
 
 def _adapter_path(path: Path, adapter: str | Path | None) -> Path | None:
