@@ -51,14 +51,26 @@ def _base_weights(base) -> dict:
     return LlavaForConditionalGeneration.from_pretrained(base, dtype=torch.float32).state_dict()
 
 
+@pytest.fixture(scope="module")
+def vistune_export(zoo, shapes, tmp_path_factory):
+    """A vistune merged export (one short LoRA run from the llava-hf layout), to start again from."""
+    from vistune.train.engine import train
+    from vistune.train.export import export
+
+    root = tmp_path_factory.mktemp("vistune-export")
+    train(_config(zoo.llava_hf(), shapes, root / "run", "lora", **{"optim.max_steps": 2}))
+    return export(root / "run", root / "export", mode="merged", dtype="float32")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("source", ["llava-hf", "vistune-export"])
 @pytest.mark.parametrize("method", ["lora", "qlora", "full"])
-def test_finetune_from_llava_hf_layout(zoo, shapes, tmp_path, method):
+def test_finetune_from_a_base(zoo, shapes, tmp_path, request, source, method):
     from vistune.model.compose import llava_of
     from vistune.train.engine import train
     from vistune.train.export import export
 
-    base = zoo.llava_hf()
+    base = zoo.llava_hf() if source == "llava-hf" else request.getfixturevalue("vistune_export")
     config = _config(base, shapes, tmp_path / "run", method)
     assert config.template == "auto"  # the base's own chat template
     result = train(config)

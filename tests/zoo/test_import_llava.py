@@ -142,6 +142,12 @@ def test_bad_inputs_are_one_line_errors(zoo, tmp_path):
     line = _one_error_line(_cli("model", "import-llava", odd, tmp_path / "o2", "--vision", zoo.clip(),
                                 "--allow-pickle"))
     assert "mm_projector_type" in line and "resampler" in line
+    # LLaVA-NeXT anyres with spatial_unpad: not representable in HF Llava (yet)
+    (odd / "config.json").write_text(json.dumps({**config, "mm_patch_merge_type": "spatial_unpad",
+                                                 "image_aspect_ratio": "anyres"}))
+    line = _one_error_line(_cli("model", "import-llava", odd, tmp_path / "o5", "--vision", zoo.clip(),
+                                "--allow-pickle"))
+    assert "mm_patch_merge_type" in line and "spatial_unpad" in line
     # a projector of the wrong shape for the config
     wrong = tmp_path / "wrong-shape"
     shutil.copytree(zoo.llava_v15(), wrong)

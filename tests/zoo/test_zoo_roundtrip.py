@@ -140,3 +140,14 @@ def test_stage1_projector_bin(zoo, shapes, tmp_path):
                                     "data.template": "vicuna_v1"})
     assert load_file(str(tmp_path / "proj" / "projector.safetensors"))["multi_modal_projector.linear_1.weight"].shape \
         == (64, 32)
+
+
+def test_pickle_shards_need_allow_pickle(zoo):
+    """Vicuna's .bin shards (with their index) load only with model.allow_pickle: safetensors only by default."""
+    from vistune.model import build_llava
+    from vistune.model.compose import PickleWeightsRefused
+
+    with pytest.raises(PickleWeightsRefused, match="allow_pickle"):
+        build_llava(str(zoo.siglip()), str(zoo.vicuna()), dtype="float32")
+    model, processor = build_llava(str(zoo.siglip()), str(zoo.vicuna()), dtype="float32", allow_pickle=True)
+    assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_index == 400
