@@ -45,3 +45,14 @@ def test_eval_and_chat_load_an_imported_checkpoint(zoo, tmp_path):
     assert template == "vicuna_v1"  # LLaVA-1.5's conversation, recorded by the import
     assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_index
+
+
+def test_eval_loads_a_llava_hf_dir_with_its_own_template(zoo):
+    from vistune.data_prep import get_template, record_from_messages
+    from vistune.model.load import load_trained
+
+    model, processor, template = load_trained(zoo.llava_hf())
+    assert template == "auto"
+    record = record_from_messages([{"role": "user", "content": "What is the colour of the shape?"}], ["x.png"])
+    assert get_template(template).prompt(record, processor.tokenizer) == \
+        "USER: <image>\nWhat is the colour of the shape? ASSISTANT:"

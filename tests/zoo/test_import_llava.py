@@ -142,6 +142,14 @@ def test_bad_inputs_are_one_line_errors(zoo, tmp_path):
     line = _one_error_line(_cli("model", "import-llava", odd, tmp_path / "o2", "--vision", zoo.clip(),
                                 "--allow-pickle"))
     assert "mm_projector_type" in line and "resampler" in line
+    # a tensor with no place in HF Llava (the command fails on leftovers rather than dropping them)
+    extra = tmp_path / "leftover"
+    shutil.copytree(zoo.llava_v15(), extra)
+    shard = extra / "pytorch_model-00001-of-00002.bin"
+    torch.save({**torch.load(shard, weights_only=True), "model.vision_resampler.query": torch.zeros(2)}, shard)
+    line = _one_error_line(_cli("model", "import-llava", extra, tmp_path / "o6", "--vision", zoo.clip(),
+                                "--allow-pickle"))
+    assert "model.vision_resampler.query" in line and "no place" in line
     # LLaVA-NeXT anyres with spatial_unpad: not representable in HF Llava (yet)
     (odd / "config.json").write_text(json.dumps({**config, "mm_patch_merge_type": "spatial_unpad",
                                                  "image_aspect_ratio": "anyres"}))

@@ -102,7 +102,7 @@ def base_tokenizer(base: str):
         tokenizer = AutoTokenizer.from_pretrained(base)
         add_special_tokens(tokenizer)
         return tokenizer
-    return _with_chat_template(AutoProcessor.from_pretrained(base)).tokenizer
+    return with_chat_template(AutoProcessor.from_pretrained(base)).tokenizer
 
 
 def load_base(
@@ -137,7 +137,7 @@ def load_base(
         from vistune.model.llava_format import convert_llava
 
         model, processor, _ = convert_llava(base, vision=vision, dtype=dtype, allow_pickle=allow_pickle)
-        return model, _with_chat_template(processor), None
+        return model, with_chat_template(processor), None
     if kind == "llava" and not allow_pickle:
         refuse_pickle_only(base, "model.base")
     found_adapter = base_adapter(base) if kind == "llava" else None
@@ -155,7 +155,7 @@ def load_base(
     model = LlavaForConditionalGeneration.from_pretrained(
         base, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True, **extra
     )
-    processor = _with_chat_template(AutoProcessor.from_pretrained(base))
+    processor = with_chat_template(AutoProcessor.from_pretrained(base))
     if processor.tokenizer.pad_token is None:
         raise BaseError(f"model.base {base}: its tokenizer has no pad token (set pad_token in tokenizer_config.json)")
     if found_adapter is not None and adapter == "merge":
@@ -176,7 +176,7 @@ def continue_adapter(model, adapter_dir: Path, gradient_checkpointing: bool = Fa
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
 
 
-def _with_chat_template(processor):
+def with_chat_template(processor):
     """The tokenizer renders with the base's chat template too (template 'auto' renders through the tokenizer)."""
     if getattr(processor, "chat_template", None) and not getattr(processor.tokenizer, "chat_template", None):
         processor.tokenizer.chat_template = processor.chat_template

@@ -68,9 +68,12 @@ def _local_or_name(base: dict, part: str) -> str:
 
 
 def load_processor(path: Path):
+    """The processor; its tokenizer renders with the processor's chat template too (as template 'auto' needs)."""
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(str(path))
+    from vistune.model.base import with_chat_template
+
+    return with_chat_template(AutoProcessor.from_pretrained(str(path)))
 
 
 def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = False,
