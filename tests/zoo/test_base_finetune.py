@@ -95,12 +95,25 @@ def test_continue_from_vistune_base_lora_export(zoo, shapes, tmp_path):
     first = _config(zoo.llava_hf(), shapes, tmp_path / "run1", "lora", **{"data.template": "vicuna_v1", "data.max_length": 400})
     train(first)
     base = export(tmp_path / "run1", tmp_path / "export1", mode="base+lora", dtype="float32")
-    for mode in ("continue", "merge"):
-        config = _config(base, shapes, tmp_path / f"run-{mode}", "lora", **{"model.base_adapter": mode, "data.max_length": 400})
+    for mode, method in (("continue", "lora"), ("merge", "lora"), ("continue", "qlora")):
+        config = _config(base, shapes, tmp_path / f"run-{mode}", method,
+                         **{"model.base_adapter": mode, "data.max_length": 400})
         assert config.template == "vicuna_v1"  # recorded by the export
+        if (mode, method) == ("continue", "lora"):  # the run starts from the export's trained adapter, not afresh
+            from safetensors.torch import load_file
+
+            from vistune.train.build import build_model
+
+            saved = load_file(str(base / "adapter" / "adapter_model.safetensors"))
+            state = build_model(config)[0].state_dict()
+            b_keys = [k for k in saved if "lora_B" in k]
+            assert b_keys and all(torch.equal(state[k.replace(".weight", ".default.weight")], saved[k]) for k in b_keys)
+            assert any(saved[k].abs().sum() > 0 for k in b_keys)  # trained (a fresh lora_B is zero)
+        run = tmp_path / f"run-{mode}-{method}"
+        config.output_dir = str(run)
         train(config)
-        assert _losses(tmp_path / f"run-{mode}")[-1] < _losses(tmp_path / f"run-{mode}")[0]
-        out = export(tmp_path / f"run-{mode}", tmp_path / f"export-{mode}", mode="merged", dtype="float32")
+        assert _losses(run)[-1] < _losses(run)[0]
+        out = export(run, tmp_path / f"export-{mode}-{method}", mode="merged", dtype="float32")
         _generate_plain(out)
 
 
