@@ -77,11 +77,11 @@ def _is_user_error(err: Exception) -> bool:
     """Errors about the user's inputs (a config, a data file, a checkpoint): a message, not a traceback."""
     from vistune.data_prep import DataFileError
     from vistune.model.base import BaseError
-    from vistune.model.llava_format import LlavaFormatError
     from vistune.model.manifest import ManifestError
+    from vistune.model.weight_files import WeightFileError
     from vistune.train.config import ConfigError
 
-    return isinstance(err, (ManifestError, DataFileError, ConfigError, BaseError, LlavaFormatError, FileNotFoundError,
+    return isinstance(err, (ManifestError, DataFileError, ConfigError, BaseError, WeightFileError, FileNotFoundError,
                             FileExistsError))
 
 

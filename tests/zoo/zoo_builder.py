@@ -293,7 +293,7 @@ def projector_state(projector: str = "mlp2x_gelu", seed: int = 7, prefix: str = 
 def llava_v15(out: Path, vicuna_dir: Path, clip_dir: Path, *, projector: str = "mlp2x_gelu",
               with_vision: bool = False) -> Path:
     """liuhaotian/llava-v1.5-7b: Vicuna weights + model.mm_projector.* (+ model.vision_tower.* when present)."""
-    from vistune.model.llava_format import read_weights
+    from vistune.model.weight_files import read_weights
 
     out.mkdir(parents=True)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
@@ -319,7 +319,7 @@ def projector_bin(out: Path) -> Path:
 
 def llava_lora(out: Path, vicuna_dir: Path, r: int = 4) -> Path:
     """A LLaVA LoRA output dir: config.json, adapter_config.json, adapter_model.bin, non_lora_trainables.bin."""
-    from vistune.model.llava_format import read_weights
+    from vistune.model.weight_files import read_weights
 
     out.mkdir(parents=True)
     _json(out / "config.json", llava_config("openai/clip-vit-large-patch14-336"))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from vistune.model.weight_files import WeightFileError, load_file_checked, read_json, read_weights
+
 LLAVA_ARCHITECTURES = {"LlavaLlamaForCausalLM": "llama", "LlavaMistralForCausalLM": "mistral"}
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
 _LLAVA_ONLY_KEYS = ("mm_", "tune_mm_", "freeze_mm_", "unfreeze_mm_", "use_mm_proj", "image_aspect_ratio",
@@ -27,7 +29,7 @@ _CONVERTED_DIR = "converted"
 TEMPLATE_OF_ARCH = {"llama": "vicuna_v1", "mistral": "auto"}  # conv_mode llava_v1 (LLaVA-1.5); mistral: its own
 
 
-class LlavaFormatError(ValueError):
+class LlavaFormatError(WeightFileError):
     """A LLaVA checkpoint that is incomplete, inconsistent, or a variant HF Llava cannot represent."""
 
 
@@ -52,51 +54,6 @@ class Mapping:
 def is_llava_format(config: dict) -> bool:
     """LLaVA's own config.json (its model_type is also 'llava', so the architecture and mm_ keys tell)."""
     return "mm_vision_tower" in config or bool(set(config.get("architectures") or []) & set(LLAVA_ARCHITECTURES))
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise LlavaFormatError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise LlavaFormatError(f"{path}: not valid JSON ({err})") from None
-
-
-def _load_file(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise LlavaFormatError(f"{path}: missing (named by the checkpoint but not on disk)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    if not allow_pickle:
-        raise LlavaFormatError(f"{path}: pickle weights; pass --allow-pickle (model.allow_pickle) if you trust them")
-    try:  # weights_only: tensors and plain containers only, never arbitrary objects
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated / not a torch file
-        raise LlavaFormatError(f"{path}: cannot be read as torch weights ({type(err).__name__}: {err})") from None
-
-
-def read_weights(directory: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory: a sharded index (.safetensors or .bin) or a single file."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = directory / index_name
-        if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise LlavaFormatError(f"{index}: no weight_map")
-            state: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
-                state.update(_load_file(directory / shard, allow_pickle))
-            absent = sorted(set(weight_map) - set(state))
-            if absent:
-                raise LlavaFormatError(f"{index}: {len(absent)} tensors in the index are in no shard, e.g. {absent[0]}")
-            return state
-    for single in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / single).is_file():
-            return _load_file(directory / single, allow_pickle)
-    raise LlavaFormatError(f"{directory}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
 
 
 def check_variant(config: dict, where: str) -> None:
@@ -164,7 +121,7 @@ def template_of(config: dict) -> str:
 
 def _merge_lora(state: dict, adapter_dir: Path, allow_pickle: bool, mapping: Mapping) -> None:
     """Folds a LLaVA LoRA adapter into `state` (HF Llama names): W += B @ A * scale, as LLaVA's builder merges."""
-    cfg = _read_json(adapter_dir / "adapter_config.json")
+    cfg = read_json(adapter_dir / "adapter_config.json")
     for key in ("use_dora", "use_rslora"):
         if cfg.get(key) and key == "use_dora":
             raise LlavaFormatError(f"{adapter_dir}/adapter_config.json: {key}: true is not supported")
@@ -175,7 +132,7 @@ def _merge_lora(state: dict, adapter_dir: Path, allow_pickle: bool, mapping: Map
     files = [adapter_dir / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (adapter_dir / n).is_file()]
     if not files:
         raise LlavaFormatError(f"{adapter_dir}: no adapter_model.safetensors / adapter_model.bin")
-    adapter = _load_file(files[0], allow_pickle)
+    adapter = load_file_checked(files[0], allow_pickle)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in adapter.items():
         m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight", name)
@@ -258,7 +215,7 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
     from vistune.model.compose import add_special_tokens, load_vision_tower
 
     src, out = Path(src), Path(out)
-    config = _read_json(src / "config.json")
+    config = read_json(src / "config.json")
     if not is_llava_format(config):
         raise LlavaFormatError(f"{src}/config.json: no mm_vision_tower and no LLaVA architecture (not LLaVA's format)")
     check_variant(config, f"{src}/config.json")
@@ -272,7 +229,7 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
             raise LlavaFormatError(f"{src}/non_lora_trainables.bin: missing (it holds the trained projector)")
         state = read_weights(Path(base), allow_pickle)
         _merge_lora(state, src, allow_pickle, mapping)
-        extra = _load_file(src / "non_lora_trainables.bin", allow_pickle)
+        extra = load_file_checked(src / "non_lora_trainables.bin", allow_pickle)
         extra = {k.removeprefix("base_model.").removeprefix("model.") if k.startswith("base_model.model.model.")
                  else k.removeprefix("base_model."): v for k, v in extra.items()}
         state.update(extra)
@@ -407,11 +364,11 @@ def import_projector(src: str | Path, out: str | Path, allow_pickle: bool = Fals
     file = src / "mm_projector.bin" if src.is_dir() else src
     config_file = file.parent / "config.json"
     if config_file.is_file():
-        config = _read_json(config_file)
+        config = read_json(config_file)
         if config.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
             raise LlavaFormatError(f"{config_file}: mm_projector_type {config['mm_projector_type']!r}: vistune's "
                                    "projector is mlp2x_gelu (import a full checkpoint for a linear one)")
-    state = _load_file(file, allow_pickle)
+    state = load_file_checked(file, allow_pickle)
     mapping, out_state = Mapping(), {}
     for name, tensor in state.items():
         m = re.fullmatch(r"(?:base_model\.model\.)?model\.mm_projector\.([02])\.(weight|bias)", name)
