@@ -124,6 +124,7 @@ def _one_error_line(result) -> str:
     return errors[0]
 
 
+@pytest.mark.slow  # six CLI processes
 def test_bad_inputs_are_one_line_errors(zoo, tmp_path):
     import shutil
 

@@ -113,8 +113,8 @@ def test_llava_checkpoint_as_base(zoo, shapes, tmp_path):
 
     base = {"model.base": zoo.llava_v15(), "model.base_vision": zoo.clip(), "model.allow_pickle": True}
     config = load_config(None, [f"{k}={v}" for k, v in base.items()] + [f"data.path={shapes / 'small.json'}"])
-    assert config.template == "auto"  # resolved when the base is converted: its base.json says vicuna_v1
-    _roundtrip(tmp_path, shapes, **base, **{"data.template": "vicuna_v1"})
+    assert config.template == "vicuna_v1"  # auto = what LLaVA-1.5 trained with (conv_mode llava_v1)
+    _roundtrip(tmp_path, shapes, **base)
 
 
 @pytest.mark.slow
