@@ -25,7 +25,9 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
   exit 2
 fi
 nvidia-smi -L
-bash scripts/setup_env.sh
+if ! .venv/bin/python -c "import vistune, torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  bash scripts/setup_env.sh   # a fresh clone (keeps a CUDA torch already in .venv); needs the package index
+fi
 .venv/bin/python -m pip install -q -e ".[liger]" || echo "gpu_check: liger-kernel not installed: its variants are skipped"
 .venv/bin/python -m pip install -q --only-binary=:all: flash-attn \
   || echo "gpu_check: no prebuilt flash-attn wheel for this torch / CUDA: the packed runs use vistune_packed"
