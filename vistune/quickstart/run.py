@@ -33,6 +33,7 @@ class QuickstartSettings:
     vision_size: int = 48  # the tiny CLIP's input side (pixels); the synthetic images are 64 px
     vision_patch: int = 8  # its patch side: (vision_size / vision_patch)^2 image tokens per image
     llm_vocab: int = 1024  # the tiny Llama's BPE size: whole words keep prompts short, so images weigh more
+    threads: int = 1  # torch CPU threads: the tiny models gain nothing from more, and lose ~10x on a loaded machine
     eval_points: int = 10  # held-out evaluations during stage 2 (evenly spaced; the last after its final step)
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
@@ -63,6 +64,9 @@ def run_quickstart(s: QuickstartSettings) -> dict:
     """Runs every phase and writes summary.json, report.md and plots/; returns the summary."""
     from vistune.data_prep import synthesize
 
+    import torch
+
+    torch.set_num_threads(s.threads)
     out = s.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     timer = PhaseTimer()
