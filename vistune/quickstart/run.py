@@ -62,9 +62,9 @@ class PhaseTimer:
 
 def run_quickstart(s: QuickstartSettings) -> dict:
     """Runs every phase and writes summary.json, report.md and plots/; returns the summary."""
-    from vistune.data_prep import synthesize
-
     import torch
+
+    from vistune.data_prep import synthesize
 
     torch.set_num_threads(s.threads)
     out = s.out.resolve()
