@@ -34,46 +34,6 @@ class PretrainSettings:
     warmup: int = 20  # linear warmup steps, then cosine decay to 10%
     seq_len: int = 64  # LLM: tokens per training row (rows pack several texts)
     seed: int = 0
-    patch_loss_weight: float = 1.0  # CLIP only: weight of the per-patch objective (0 = plain CLIP)
-    feature_layer: int = -2  # CLIP only: the layer whose patch features the per-patch objective shapes
-
-
-class _PatchAwareCLIP(torch.nn.Module):
-    """CLIP plus a throw-away per-patch head: every patch feature must say what it shows and where.
-
-    The contrastive loss only shapes the pooled CLS token. The LLM reads patch features one token each
-    (RoPE moves only queries and keys, never the values it reads), so a patch's place reaches the answer
-    only if the patch's own feature carries it. From each patch feature of the layer the projector reads,
-    the head predicts the patch's 2 x 2 sub-patch mean colours and how far it differs from the image's
-    background, times its centred (x, y): then even a plain average over the image tokens says where the
-    objects are.
-    """
-
-    def __init__(self, clip, feature_layer: int, weight: float):
-        super().__init__()
-        self.clip, self.feature_layer, self.weight = clip, feature_layer, weight
-        vcfg = clip.config.vision_config
-        self.side = vcfg.image_size // vcfg.patch_size
-        self.head = torch.nn.Linear(vcfg.hidden_size, 12 + 3)
-
-    def targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(batch, patches, 15): quarter-patch mean colours, then occupancy * (x, y) and occupancy."""
-        b, side = pixel_values.shape[0], self.side
-        quarter = torch.nn.functional.avg_pool2d(pixel_values, pixel_values.shape[-1] // (side * 2))
-        quarter = quarter.view(b, 3, side, 2, side, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, side * side, 12)
-        background = pixel_values.flatten(2).median(dim=2).values[:, :, None, None]  # the image's dominant colour
-        differs = (pixel_values - background).abs().amax(dim=1, keepdim=True).gt(0.5).float()
-        occupancy = torch.nn.functional.avg_pool2d(differs, pixel_values.shape[-1] // side).flatten(1)  # (b, patches)
-        centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side - 0.5
-        y, x = torch.meshgrid(centres, centres, indexing="ij")
-        where = torch.stack([occupancy * x.flatten(), occupancy * y.flatten(), occupancy], dim=-1) * 4
-        return torch.cat([quarter, where], dim=-1)
-
-    def forward(self, pixel_values: torch.Tensor, **kwargs):
-        out = self.clip(pixel_values=pixel_values, output_hidden_states=True, **kwargs)
-        patches = out.vision_model_output.hidden_states[self.feature_layer][:, 1:]  # CLS dropped, as the projector
-        out.loss = out.loss + self.weight * torch.nn.functional.mse_loss(self.head(patches), self.targets(pixel_values))
-        return out
 
 
 def _schedule(optimizer, settings: PretrainSettings):
@@ -149,14 +109,13 @@ def pretrain_tiny_clip(
         projection_dim=spec.vision_hidden,
     )
     clip = CLIPModel(config)
-    model = _PatchAwareCLIP(clip, settings.feature_layer, settings.patch_loss_weight)
     batch_size = min(settings.batch_size, len(images))
 
     def batches(rng: random.Random) -> dict:
         idx = torch.tensor(rng.sample(range(len(images)), batch_size))
         return {"input_ids": ids[idx], "attention_mask": mask[idx], "pixel_values": pixels[idx], "return_loss": True}
 
-    losses = _loop(model, batches, settings, "pretrain tiny CLIP")
+    losses = _loop(clip, batches, settings, "pretrain tiny CLIP")
     out = Path(out_dir)
     clip.vision_model.save_pretrained(out)  # a CLIPVisionModel: the standard vision-only checkpoint
     processor.save_pretrained(out)
