@@ -8,7 +8,7 @@ tokenisation does). No substring is re-tokenised and no offset is subtracted.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from vistune import IGNORE_INDEX, IMAGE_TOKEN
@@ -18,9 +18,9 @@ from vistune.data_prep.templates import Rendered, Template
 
 @dataclass
 class TokenizedRecord:
-    input_ids: list[int]  # with each `<image>` expanded to num_image_tokens image-token ids
+    input_ids: list[int]  # with each `<image>` expanded to its image's token count (fixed, or by size for AnyRes)
     labels: list[int]  # the token id where supervised, IGNORE_INDEX elsewhere
-    num_images: int  # images the ids hold (each as num_image_tokens tokens)
+    num_images: int  # images the ids hold (the record's first num_images; truncation drops later ones)
     turns_kept: int  # assistant turns kept after truncation
     turns_total: int  # assistant turns in the record
 
@@ -33,15 +33,29 @@ class TokenizedRecord:
         return self.turns_kept < self.turns_total
 
 
-def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_tokens: int,
+ImageTokens = int | Sequence[int] | Callable[[Record], Sequence[int]]
+"""Tokens per image: one count for every image, one per image of the record, or a function of the record (AnyRes:
+the count depends on each image's size; it may raise RecordError for an unreadable image)."""
+
+
+def _image_counts(record: Record, num_image_tokens: ImageTokens) -> list[int]:
+    if callable(num_image_tokens):
+        return [int(n) for n in num_image_tokens(record)]
+    if isinstance(num_image_tokens, int):
+        return [num_image_tokens] * len(record.images)
+    return [int(n) for n in num_image_tokens]
+
+
+def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_tokens: ImageTokens,
                     max_length: int) -> TokenizedRecord:
     """Raises RecordError (too_long, no_supervised_tokens, tokenization) when the record cannot be used."""
     rendered = _render(record, tokenizer, template)
     ids, offsets = _encode([rendered.text], tokenizer)[0]
-    return _assemble(record, rendered, ids, offsets, tokenizer, num_image_tokens, max_length)
+    counts = _image_counts(record, num_image_tokens)
+    return _assemble(record, rendered, ids, offsets, tokenizer, counts, max_length)
 
 
-def tokenize_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: int,
+def tokenize_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: ImageTokens,
                      max_length: int, batch_size: int = 1024) -> Iterator[tuple[Record, TokenizedRecord | RecordError]]:
     """`tokenize_record` for many records, encoding a batch at a time (the fast tokenizer runs it in parallel)."""
     for start in range(0, len(records), batch_size):
@@ -59,7 +73,8 @@ def tokenize_records(records: list[Record], tokenizer, template: Template, *, nu
                 continue
             ids, offsets = next(encoded)
             try:
-                yield record, _assemble(record, r, ids, offsets, tokenizer, num_image_tokens, max_length)
+                counts = _image_counts(record, num_image_tokens)
+                yield record, _assemble(record, r, ids, offsets, tokenizer, counts, max_length)
             except RecordError as err:
                 yield record, err
 
@@ -74,39 +89,46 @@ def _render(record: Record, tokenizer, template: Template) -> Rendered:
 
 
 def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
-              num_image_tokens: int, max_length: int) -> TokenizedRecord:
+              counts: list[int], max_length: int) -> TokenizedRecord:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     found = ids.count(image_id)
     if found != len(record.images):
         raise RecordError("tokenization", f"the rendered text holds {found} image token(s) for "
                           f"{len(record.images)} image(s)")
     supervised = _supervised_mask(offsets, rendered.spans)
-    cut, kept = _truncation_point(ids, offsets, rendered, image_id, num_image_tokens, max_length)
+    lengths = _token_lengths(ids, image_id, counts)
+    cut, kept = _truncation_point(offsets, rendered, lengths, max_length)
     if cut == 0:
+        images = f"; image tokens: {' + '.join(map(str, counts))}" if counts else ""
         raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
-                          f"({_expanded_length(ids, image_id, num_image_tokens)} in all)")
+                          f"({sum(lengths)} in all{images})")
     input_ids, labels = [], []
-    for tok, sup in zip(ids[:cut], supervised[:cut], strict=True):
+    for tok, sup, n in zip(ids[:cut], supervised[:cut], lengths[:cut], strict=True):
         if tok == image_id:
-            input_ids += [image_id] * num_image_tokens
-            labels += [IGNORE_INDEX] * num_image_tokens
+            input_ids += [image_id] * n
+            labels += [IGNORE_INDEX] * n
         else:
             input_ids.append(tok)
             labels.append(tok if sup else IGNORE_INDEX)
-    result = TokenizedRecord(input_ids, labels, len(record.images), kept, len(rendered.spans))
+    kept_images = ids[:cut].count(image_id)  # truncation may drop later turns' images with their exchanges
+    result = TokenizedRecord(input_ids, labels, kept_images, kept, len(rendered.spans))
     if result.num_supervised == 0:
         raise RecordError("no_supervised_tokens", "no token is supervised after templating and truncation")
     return result
 
 
-def encode_prompt(text: str, tokenizer, num_image_tokens: int) -> list[int]:
+def encode_prompt(text: str, tokenizer, num_image_tokens: int | Sequence[int]) -> list[int]:
     """Token ids of a generation prompt exactly as training builds a record's: the same BOS rule, one
-    tokenisation, each image token expanded in place."""
+    tokenisation, each image token expanded in place (to one count, or to each image's own)."""
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     (ids, _), = _encode([text], tokenizer)
+    n_images = ids.count(image_id)
+    counts = [num_image_tokens] * n_images if isinstance(num_image_tokens, int) else list(num_image_tokens)
+    if len(counts) != n_images:
+        raise ValueError(f"the prompt holds {n_images} image token(s) for {len(counts)} image(s)")
     out: list[int] = []
-    for tok in ids:
-        out += [tok] * num_image_tokens if tok == image_id else [tok]
+    for tok, n in zip(ids, _token_lengths(ids, image_id, counts), strict=True):
+        out += [tok] * n
     return out
 
 
@@ -137,23 +159,24 @@ def _supervised_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]
     return mask
 
 
-def _truncation_point(ids, offsets, rendered: Rendered, image_id: int, n_img: int, max_length: int):
+def _token_lengths(ids: list[int], image_id: int, counts: list[int]) -> list[int]:
+    """Expanded length of each raw token: the k-th image token takes counts[k] tokens, text tokens one."""
+    images = iter(counts)
+    return [next(images) if t == image_id else 1 for t in ids]
+
+
+def _truncation_point(offsets, rendered: Rendered, lengths: list[int], max_length: int):
     """(number of raw tokens to keep, assistant turns kept): whole exchanges only, never inside images."""
-    lengths = [n_img if t == image_id else 1 for t in ids]
     total = 0
     cumulative = []
     for n in lengths:
         total += n
         cumulative.append(total)
     if total <= max_length:
-        return len(ids), len(rendered.spans)
+        return len(lengths), len(rendered.spans)
     for kept in range(len(rendered.exchange_ends), 0, -1):
         end = rendered.exchange_ends[kept - 1]
-        cut = next((i for i, (a, b) in enumerate(offsets) if b > a and a >= end), len(ids))
+        cut = next((i for i, (a, b) in enumerate(offsets) if b > a and a >= end), len(lengths))
         if cut and cumulative[cut - 1] <= max_length:
             return cut, kept
     return 0, 0
-
-
-def _expanded_length(ids: list[int], image_id: int, n_img: int) -> int:
-    return sum(n_img if t == image_id else 1 for t in ids)

@@ -23,14 +23,22 @@ _ADAPTER_DIR = "adapter"
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
-def _is_llava_dir(path: Path) -> bool:
+def _llava_arch(path: Path) -> str | None:
+    """'llava' / 'llava_next' / 'llava_onevision' when `path` holds such a standard HF directory, else None."""
+    from vistune.model.anyres import ARCHS
+
     config = path / "config.json"
     if not config.is_file():
-        return False
+        return None
     try:
-        return json.loads(config.read_text()).get("model_type") == "llava"
+        model_type = json.loads(config.read_text()).get("model_type")
     except json.JSONDecodeError:
-        return False
+        return None
+    return model_type if model_type in ARCHS else None
+
+
+def _is_llava_dir(path: Path) -> bool:
+    return _llava_arch(path) is not None
 
 
 def _adapter_path(path: Path, adapter: str | Path | None) -> Path | None:
@@ -80,9 +88,9 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
     adapter_path = _adapter_path(path, adapter)
 
     if _is_llava_dir(path):
-        from transformers import LlavaForConditionalGeneration
+        from vistune.model.anyres import model_class
 
-        model = LlavaForConditionalGeneration.from_pretrained(
+        model = model_class(_llava_arch(path)).from_pretrained(
             str(path), dtype=torch_dtype(dtype), use_safetensors=True, device_map=device_map
         )
         processor = load_processor(path)
@@ -95,6 +103,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             load_in_4bit=bool(base.get("load_in_4bit")),
             vision_feature_layer=int(base.get("vision_feature_layer", -2)),
             chat_template=base.get("chat_template"),
+            **{k: base[k] for k in ("arch", "image_grid_pinpoints", "vision_aspect_ratio") if k in base},
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))

@@ -17,6 +17,7 @@ METHODS = ("lora", "qlora", "full")
 _COMPONENTS = (
     ("vision_tower", "vision"),
     ("multi_modal_projector", "projector"),
+    ("image_newline", "projector"),  # AnyRes row separator: LLaVA-NeXT trains it with the projector
     ("lora_", "lora"),
     ("language_model", "llm"),
     ("lm_head", "llm"),

@@ -1,6 +1,7 @@
 """The projector as its own artifact: stage 1's whole output and stage 2's second output.
 
-Saved under its `multi_modal_projector.` keys so the file maps onto any composed model of the same sizes.
+Saved under its `multi_modal_projector.` keys so the file maps onto any composed model of the same sizes. AnyRes
+models (LLaVA-NeXT / OneVision) add their learned `image_newline`, which trains with the projector.
 """
 
 from __future__ import annotations
@@ -14,14 +15,24 @@ from vistune.model.compose import llava_of
 
 PROJECTOR_FILE = "projector.safetensors"
 _PREFIX = "multi_modal_projector."
+NEWLINE_KEY = "image_newline"
 
 
 def projector_module(model) -> torch.nn.Module:
     return llava_of(model).model.multi_modal_projector
 
 
+def image_newline(model) -> torch.nn.Parameter | None:
+    """The AnyRes row separator, or None for LLaVA-1.5."""
+    return getattr(llava_of(model).model, NEWLINE_KEY, None)
+
+
 def projector_state_dict(model) -> dict[str, torch.Tensor]:
-    return {_PREFIX + k: v.detach().contiguous().cpu() for k, v in projector_module(model).state_dict().items()}
+    state = {_PREFIX + k: v.detach().contiguous().cpu() for k, v in projector_module(model).state_dict().items()}
+    newline = image_newline(model)
+    if newline is not None:
+        state[NEWLINE_KEY] = newline.detach().contiguous().cpu()
+    return state
 
 
 def save_projector(model_or_state, path: str | Path) -> Path:
@@ -45,6 +56,14 @@ def load_projector(model, path: str | Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"no projector at {path}")
     state = {k.removeprefix(_PREFIX): v for k, v in load_file(str(path)).items()}
+    newline_state = state.pop(NEWLINE_KEY, None)
+    newline = image_newline(model)
+    if newline is not None and newline_state is not None:
+        if tuple(newline_state.shape) != tuple(newline.shape):
+            raise ValueError(f"{path}: image_newline shape {tuple(newline_state.shape)} does not match the model's "
+                             f"{tuple(newline.shape)}")
+        with torch.no_grad():
+            newline.copy_(newline_state.to(device=newline.device, dtype=newline.dtype))
     module = projector_module(model)
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}

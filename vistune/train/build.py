@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vistune.train.config import RunConfig
+from vistune.train.config import ConfigError, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def build_model(config: RunConfig):
         chat_template=chat_template_of(config.template),
         attn_implementation=attention_implementation(config),
         allow_pickle=config.model.allow_pickle,
+        **arch_settings(config),
     )
     if config.model.projector:
         load_projector(model, projector_file(config.model.projector))
@@ -66,6 +67,23 @@ def build_model(config: RunConfig):
         model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing)
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
     return model, processor
+
+
+def arch_settings(config: RunConfig) -> dict:
+    """build_llava's arch keywords; an image_grid_pinpoints the tower cannot tile is a ConfigError."""
+    from vistune.model.anyres import PinpointError, check_aspect_ratio, check_pinpoints
+    from vistune.model.compose import vision_input_size
+
+    m = config.model
+    if m.arch == "llava":
+        return {}
+    try:
+        if m.image_grid_pinpoints is not None:
+            check_pinpoints(m.image_grid_pinpoints, vision_input_size(config.vision))
+        check_aspect_ratio(m.vision_aspect_ratio)
+    except (PinpointError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    return {"arch": m.arch, "image_grid_pinpoints": m.image_grid_pinpoints, "vision_aspect_ratio": m.vision_aspect_ratio}
 
 
 def build_dataset(config: RunConfig, processor, model, skips):

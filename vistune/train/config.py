@@ -21,6 +21,7 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
 CROSS_ENTROPY = ("default", "chunked")
+ARCHS = ("llava", "llava_next", "llava_onevision")
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,9 @@ class ModelConfig:
     dtype: str = "bfloat16"  # weight dtype of the composed model (float32 on CPU)
     projector: str | None = None  # stage-1 projector.safetensors, or a run / checkpoint dir holding one
     vision_feature_layer: int = -2  # vision layer whose patch features feed the projector (LLaVA-1.5: -2)
+    arch: str = "llava"  # llava (one padded square), llava_next (AnyRes crops) or llava_onevision (anyres_max_N)
+    image_grid_pinpoints: list[list[int]] | None = None  # AnyRes crop grids (h, w), multiples of the tower size; None = published
+    vision_aspect_ratio: str = "anyres_max_9"  # llava_onevision: grids beyond N crops are pooled down to about N
     attn_implementation: str | None = None  # sdpa / flash_attention_2 / eager; None = transformers' default
     train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
     allow_pickle: bool = False  # allow loading pickle .bin weights (safetensors only by default)
@@ -103,6 +107,7 @@ class RunConfig:
         _choice("optim.scheduler", self.optim.scheduler, SCHEDULERS)
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
+        _choice("model.arch", self.model.arch, ARCHS)
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
             self.optim.gradient_checkpointing = self.stage != "align"

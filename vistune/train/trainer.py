@@ -138,7 +138,13 @@ class VistuneTrainer(Trainer):
         llava = llava_of(self.model)
         cfg = llava.config
         ids = inputs["input_ids"]
-        n = int(cfg.image_seq_length)
+        image_inputs = None
+        if cfg.model_type == "llava":
+            n = int(cfg.image_seq_length)
+        else:  # AnyRes: a placeholder image through the arch's own image processor, with its own token count
+            from vistune.data_prep.image_inputs import placeholder_image
+
+            image_inputs, n = placeholder_image(self.run_files["processor"])
         pad = cfg.text_config.pad_token_id if cfg.text_config.pad_token_id is not None else 0
         extra = torch.full((ids.shape[0], n), pad, dtype=ids.dtype, device=ids.device)
         extra[0] = cfg.image_token_id
@@ -157,6 +163,10 @@ class VistuneTrainer(Trainer):
         tower = llava.model.vision_tower
         dtype = next(tower.parameters()).dtype
         dtype = dtype if dtype.is_floating_point else llava.model.multi_modal_projector.linear_1.weight.dtype
+        if image_inputs is not None:
+            out.update({k: v.to(ids.device) for k, v in image_inputs.items()})
+            out["pixel_values"] = out["pixel_values"].to(dtype)
+            return out
         out["pixel_values"] = torch.zeros(1, int(getattr(vcfg, "num_channels", 3)), int(vcfg.image_size),
                                           int(vcfg.image_size), dtype=dtype, device=ids.device)
         return out
