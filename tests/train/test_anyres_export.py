@@ -51,6 +51,7 @@ def test_llava_next_export_loads_in_plain_transformers_with_equal_logits(mode, n
     expected = logits(result.model, batch)
     out = export(result.output_dir, tmp_path / "export", mode=mode, dtype="float32")
     assert '"model_type": "llava_next"' in (out / "config.json").read_text()
+    assert "LlavaNextForConditionalGeneration.from_pretrained" in (out / "README.md").read_text()
     torch.save(batch, tmp_path / "batch.pt")
     proc = subprocess.run([sys.executable, str(HELPER), str(out), mode, str(tmp_path / "batch.pt"),
                            str(tmp_path / "logits.pt")], env=subprocess_env(), capture_output=True, text=True,

@@ -123,7 +123,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         meter, losses = meter_for(model, config, peak.flops_per_s), _Losses()
         trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                  callbacks=[meter, losses], meter=meter, compute_loss_func=loss_function(config),
-                                 projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+                                 module_lrs=config.module_lrs(),
                                  train_sampler_fn=length_sampler_fn(config, dataset))
         for printer in (PrinterCallback, ProgressCallback):  # quiet: the bench prints its own lines
             if any(isinstance(cb, printer) for cb in trainer.callback_handler.callbacks):

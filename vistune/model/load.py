@@ -73,7 +73,12 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
     `merge` implies `dequantize` (merging into 4-bit weights would re-quantise them).
     """
     from vistune.model.compose import build_llava, torch_dtype
-    from vistune.model.projector import PROJECTOR_FILE, load_projector
+    from vistune.model.projector import (
+        PROJECTOR_FILE,
+        VISION_TOWER_FILE,
+        load_projector,
+        load_vision_tower_weights,
+    )
 
     path = Path(path)
     if not path.is_dir():
@@ -109,6 +114,8 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             dequantize_4bit(model, torch_dtype(dtype))
         elif base.get("load_in_4bit"):
             keep_4bit_training_kernel(model)
+        if (path / VISION_TOWER_FILE).is_file():  # model.train_vision: full
+            load_vision_tower_weights(model, path / VISION_TOWER_FILE)
         if (path / PROJECTOR_FILE).is_file():
             load_projector(model, path / PROJECTOR_FILE)
         elif base.get("stage") is not None:
@@ -134,7 +141,12 @@ def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
     """Loads a checkpoint's trained weights (adapter + projector, or full weights) into a model being trained."""
     from safetensors.torch import load_file
 
-    from vistune.model.projector import PROJECTOR_FILE, load_projector
+    from vistune.model.projector import (
+        PROJECTOR_FILE,
+        VISION_TOWER_FILE,
+        load_projector,
+        load_vision_tower_weights,
+    )
 
     adapter = directory / _ADAPTER_DIR
     if (adapter / "adapter_model.safetensors").is_file():
@@ -163,6 +175,8 @@ def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
             raise RuntimeError(f"{directory}: full weights lack {missing[:3]} ...")
     if (directory / PROJECTOR_FILE).is_file():
         load_projector(llava_of(model), directory / PROJECTOR_FILE)
+    if (directory / VISION_TOWER_FILE).is_file():
+        load_vision_tower_weights(model, directory / VISION_TOWER_FILE)
 
 
 def keep_4bit_training_kernel(model: torch.nn.Module) -> None:

@@ -71,3 +71,26 @@ def load_projector(model, path: str | Path) -> None:
         raise ValueError(f"{path}: projector shapes {got} do not match the model's {expected}")
     ref = next(module.parameters())
     module.load_state_dict({k: v.to(device=ref.device, dtype=ref.dtype) for k, v in state.items()})
+
+
+VISION_TOWER_FILE = "vision_tower.safetensors"
+
+
+def save_vision_tower(state: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """A fully trained vision tower (model.train_vision: full), keyed as the tower's own state dict."""
+    path = Path(directory) / VISION_TOWER_FILE
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt", "producer": "vistune"})
+    return path
+
+
+def load_vision_tower_weights(model, path: str | Path) -> None:
+    """Loads a saved trained tower into a composed model; every tower weight must be present."""
+    tower = llava_of(model).model.vision_tower
+    state = load_file(str(path))
+    ref = next(tower.parameters())
+    missing, unexpected = tower.load_state_dict({k: v.to(device=ref.device, dtype=ref.dtype) for k, v in state.items()},
+                                                strict=False)
+    missing = [k for k in missing if "lora_" not in k]
+    if missing or unexpected:
+        raise ValueError(f"{path}: vision tower weights do not match the model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")

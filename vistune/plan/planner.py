@@ -237,7 +237,7 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         method=config.method,
         lora_r=config.lora.r,
         lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-        train_vision=config.model.train_vision,
+        train_vision=config.trains_vision,
         gradient_checkpointing=config.optim.gradient_checkpointing,
     )
     inp = PlanInput(

@@ -64,9 +64,25 @@ def build_model(config: RunConfig):
     if uses_lora(config):
         settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                                 target_modules=config.lora.target_modules)
-        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing)
+        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing,
+                            vision=vision_lora_settings(config))
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    if config.optim.vision_gradient_checkpointing and config.trains_vision:
+        from vistune.model.compose import llava_of
+
+        llava_of(model).model.vision_tower.gradient_checkpointing_enable({"use_reentrant": False})
     return model, processor
+
+
+def vision_lora_settings(config: RunConfig):
+    """The tower's own LoRA settings when model.train_vision is lora, else None."""
+    if config.model.train_vision != "lora":
+        return None
+    from vistune.model import LoraSettings
+
+    lora = config.lora
+    return LoraSettings(r=lora.vision_r, alpha=lora.vision_alpha, dropout=lora.dropout,
+                        target_modules=lora.vision_target_modules)
 
 
 def arch_settings(config: RunConfig) -> dict:

@@ -22,6 +22,7 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
 CROSS_ENTROPY = ("default", "chunked")
 ARCHS = ("llava", "llava_next", "llava_onevision")
+VISION_MODES = ("frozen", "full", "lora")
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ class ModelConfig:
     image_grid_pinpoints: list[list[int]] | None = None  # AnyRes crop grids (h, w), multiples of the tower size; None = published
     vision_aspect_ratio: str = "anyres_max_9"  # llava_onevision: grids beyond N crops are pooled down to about N
     attn_implementation: str | None = None  # sdpa / flash_attention_2 / eager; None = transformers' default
-    train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
+    train_vision: str = "frozen"  # vision tower: frozen (LLaVA-1.5), full (LLaVA-NeXT stage 2) or lora (own rank)
     allow_pickle: bool = False  # allow loading pickle .bin weights (safetensors only by default)
 
 
@@ -63,12 +64,17 @@ class LoraConfig:
     alpha: int = 256  # LoRA scaling numerator (LLaVA-1.5: 256)
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: list[str] | None = None  # LLM linear leaf names; None = every linear layer except lm_head
+    vision_r: int = 16  # rank of the vision tower's LoRA (model.train_vision: lora)
+    vision_alpha: int = 32  # scaling numerator of the vision tower's LoRA
+    vision_target_modules: list[str] | None = None  # tower linear leaf names; None = every encoder-layer linear
 
 
 @dataclass
 class OptimConfig:
     lr: float = 2e-4  # peak learning rate of the main trainable parameters (LoRA / LLM / projector in align)
-    projector_lr: float | None = None  # own learning rate of the projector in instruct (LLaVA-1.5 LoRA: 2e-5)
+    projector_lr: float | None = None  # own learning rate of the projector (+ image_newline) in instruct (LLaVA-1.5 LoRA: 2e-5)
+    vision_lr: float | None = None  # own learning rate of the vision tower (or its LoRA) when it trains (LLaVA-NeXT: 2e-6)
+    llm_lr: float | None = None  # own learning rate of the LLM / its LoRA in instruct; None = lr
     epochs: float = 1.0  # passes over the data (ignored when max_steps > 0)
     max_steps: int = -1  # optimizer steps; > 0 overrides epochs
     per_device_batch_size: int = 16  # samples per process per micro-step
@@ -78,6 +84,7 @@ class OptimConfig:
     scheduler: str = "cosine"  # lr schedule after warmup
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     gradient_checkpointing: bool | None = None  # recompute LLM activations in backward; None = off in align, on in instruct
+    vision_gradient_checkpointing: bool = False  # recompute the tower's activations too (when it trains; the LLM's switch also covers it)
     cross_entropy: str = "default"  # default (full logits) or chunked (logits only where a label is supervised)
     torch_compile: bool = False  # torch.compile the model (HF Trainer's torch_compile)
     bf16: bool = True  # bf16 mixed precision (GPUs with bf16 support)
@@ -108,6 +115,10 @@ class RunConfig:
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
         _choice("model.arch", self.model.arch, ARCHS)
+        self.model.train_vision = _vision_mode(self.model.train_vision)
+        if self.model.train_vision == "lora" and not (self.stage == "instruct" and self.method in ("lora", "qlora")):
+            raise ConfigError("model.train_vision: lora needs stage instruct with method lora or qlora (one PEFT adapter "
+                              "holds the LLM's and the tower's LoRA); use train_vision: full otherwise")
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
             self.optim.gradient_checkpointing = self.stage != "align"
@@ -149,11 +160,30 @@ class RunConfig:
 
         return default_template(self.llm)
 
+    @property
+    def trains_vision(self) -> bool:
+        """The vision tower (or its LoRA) trains: backward runs through it."""
+        return _vision_mode(self.model.train_vision) != "frozen"
+
+    def module_lrs(self) -> dict[str, float | None]:
+        """Learning rate of each parameter group (None: optim.lr): projector_lr and llm_lr apply in instruct."""
+        o, instruct = self.optim, self.stage == "instruct"
+        return {"vision": o.vision_lr, "projector": o.projector_lr if instruct else None,
+                "llm": o.llm_lr if instruct else None}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _vision_mode(value) -> str:
+    """frozen / full / lora; the booleans of older configs mean frozen (false) and full (true)."""
+    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+        return "full" if str(value).lower() == "true" else "frozen"
+    _choice("model.train_vision", value, VISION_MODES)
+    return value
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

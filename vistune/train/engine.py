@@ -142,7 +142,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *(callbacks or [])],
         meter=meter,
         compute_loss_func=loss_function(config),
-        projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+        module_lrs=config.module_lrs(),
         train_sampler_fn=length_sampler_fn(config, dataset),
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
                    "save_total_limit": config.save_total_limit},

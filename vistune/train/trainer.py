@@ -1,6 +1,8 @@
 """HF `Trainer`, changed only where LLaVA training needs it.
 
-- the projector gets its own parameter group and learning rate (`projector_lr`);
+- the vision tower, the projector and the LLM get a parameter group each with its own learning rate
+  (`vision_lr`, `projector_lr`, `llm_lr`); every logged step records each group's rate as the engine's optimizer
+  holds it (`lr_vision`, `lr_projector`, `lr_llm`), so a rate dropped by DeepSpeed would show;
 - a batch without images still runs the vision tower and projector, on a dummy image that contributes exactly
   zero (its tokens sit after every real token, masked), so every ZeRO-3 rank runs the same forward;
 - an optimizer step whose batch holds no supervised token on any rank is skipped (no forward, backward or update),
@@ -45,11 +47,11 @@ class NonFiniteLoss(RuntimeError):
 
 
 class VistuneTrainer(Trainer):
-    def __init__(self, *args, projector_lr: float | None = None, run_files: dict | None = None,
+    def __init__(self, *args, module_lrs: dict[str, float | None] | None = None, run_files: dict | None = None,
                  train_sampler_fn=None, meter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.meter = meter  # a vistune.perf.meter.StepMeter, or None
-        self.projector_lr = projector_lr
+        self.module_lrs = {k: v for k, v in (module_lrs or {}).items() if v is not None}  # group -> lr
         self.run_files = run_files or {}  # processor, base (dict), config_yaml: what every save writes
         self.train_sampler_fn = train_sampler_fn
         self._staging_root: str | None = None
@@ -58,24 +60,35 @@ class VistuneTrainer(Trainer):
 
     # ---- optimisation -------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
-        """Trainer's AdamW groups, with the projector split into its own group when projector_lr is set."""
-        if self.optimizer is not None or self.projector_lr is None:
+        """Trainer's AdamW, one parameter group per (module, decay): vision, projector, llm, each at its own lr
+        (module_lrs; optim.lr where unset). Each group carries its module's "name" for the logs."""
+        from vistune.model.policy import LR_GROUPS, component_of
+
+        if self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list] = {}
+        groups: dict[tuple[str, bool], list] = {}
         for name, param in opt_model.named_parameters():
             if param.requires_grad:
-                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
-        param_groups = []
-        for (is_projector, decays), params in sorted(groups.items()):
-            group = {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0}
-            if is_projector:
-                group["lr"] = self.projector_lr
-            param_groups.append(group)
+                groups.setdefault((LR_GROUPS[component_of(name)], name in decay), []).append(param)
+        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
+                         "lr": self.module_lrs.get(module, self.args.learning_rate), "name": module}
+                        for (module, decays), params in sorted(groups.items())]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
+
+    def group_learning_rates(self) -> dict[str, float]:
+        """{"lr_vision": ..., "lr_projector": ..., "lr_llm": ...} read from the optimizer the engine steps (under
+        DeepSpeed, the ZeRO optimizer inside the engine)."""
+        engine_optimizer = getattr(self.model_wrapped, "optimizer", None) if self.is_deepspeed_enabled else None
+        optimizer = engine_optimizer or self.optimizer
+        rates: dict[str, float] = {}
+        for group in getattr(optimizer, "param_groups", []):
+            if "name" in group:
+                rates[f"lr_{group['name']}"] = float(group["lr"])
+        return rates
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler_fn is not None:
@@ -104,6 +117,8 @@ class VistuneTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs or "learning_rate" in logs:
+            logs = {**logs, **self.group_learning_rates()}
         super().log(self.supervision.fix_logs(logs, self.state.global_step), start_time)
 
     # ---- loss -----------------------------------------------------------------------------------------
