@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("data", help="LLaVA JSON/JSONL, messages JSON/JSONL, or a Hugging Face dataset dir")
     v.add_argument("--image-root", help="directory image paths are relative to (default: the data file's)")
     v.add_argument("--model", default="tiny", help="model preset or composed checkpoint dir (tokenizer, image tokens)")
+    v.add_argument("--arch", default="llava", choices=("llava", "llava_next", "llava_onevision"),
+                   help="with a preset: AnyRes archs count each image's tokens by its size (a directory says its own)")
     v.add_argument("--template", help="conversation template (default: the model's)")
     v.add_argument("--max-length", type=int, default=2048, help="tokens per sample, image tokens included")
     v.add_argument("--format", default="auto", help="auto, llava, messages, jsonl or hf")
@@ -39,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("--out", required=True)
     y.add_argument("--n", type=int, default=1000, help="training images")
     y.add_argument("--seed", type=int, default=0)
-    y.add_argument("--image-size", type=int, default=64)
+    y.add_argument("--image-size", type=int, default=64, help="shapes: the square canvas side")
+    y.add_argument("--task", default="shapes", choices=("shapes", "detail"),
+                   help="detail: one small shape in a wide image (needs AnyRes tiling to be seen)")
+    y.add_argument("--width", type=int, default=96, help="detail: canvas width")
+    y.add_argument("--height", type=int, default=32, help="detail: canvas height")
     y.set_defaults(func=_synth)
 
     p = sub.add_parser("preprocess-images", help="write every image padded to square and resized for the vision "
@@ -58,7 +64,7 @@ def _validate(args) -> int:
     from vistune.data_prep.doctor import diagnose
 
     report = diagnose(args.data, image_root=args.image_root, model=args.model, template=args.template,
-                      max_length=args.max_length, fmt=args.format, workers=args.workers)
+                      max_length=args.max_length, fmt=args.format, workers=args.workers, arch=args.arch)
     print(report.format())
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
@@ -90,7 +96,13 @@ def _convert(args) -> int:
 def _synth(args) -> int:
     from vistune.data_prep import synthesize
 
-    for name, path in synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size).items():
+    if args.task == "detail":
+        from vistune.data_prep.synth_detail import synthesize_detail
+
+        paths = synthesize_detail(args.out, n=args.n, seed=args.seed, width=args.width, height=args.height)
+    else:
+        paths = synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size)
+    for name, path in paths.items():
         print(f"{name:9s} {path}")
     return 0
 

@@ -61,8 +61,9 @@ class Report:
 
 def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: str = "tiny",
              template: str | None = None, max_length: int = 2048, fmt: str = "auto", workers: int = 8,
-             text_side=None) -> Report:
-    """Checks every record of `data`; `image_root` defaults to the data file's directory."""
+             text_side=None, arch: str = "llava") -> Report:
+    """Checks every record of `data`; `image_root` defaults to the data file's directory. `arch` llava_next /
+    llava_onevision counts each image's tokens by its size, as training will."""
     from vistune.data_prep.text_side import load_text_side
 
     data = Path(data)
@@ -71,10 +72,10 @@ def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: s
     records = load_records(data, fmt=fmt, skips=errors)
     report = Report(str(data), len(records) + len(errors), errors, warnings)
     bad_images = check_images(records, root, workers)
-    text_side = text_side or load_text_side(model)
+    text_side = text_side or load_text_side(model, arch)
     chosen = get_template(template or text_side.template)
     tokenized = tokenize_records(records, text_side.tokenizer, chosen,
-                                 num_image_tokens=text_side.num_image_tokens, max_length=max_length)
+                                 num_image_tokens=text_side.image_tokens(root), max_length=max_length)
     for record, tok in tokenized:
         problem = bad_images.get(record.id) or (tok if isinstance(tok, RecordError) else None)
         if problem is not None:

@@ -194,3 +194,32 @@ def crop_layout(processor, image_size: tuple[int, int]) -> tuple[int, int]:
     side = int(processor.image_processor.size["height"])
     height, width = select_best_resolution(list(image_size), processor.image_processor.image_grid_pinpoints)
     return height // side, width // side
+
+
+TYPICAL_IMAGE = (480, 640)  # (height, width) the planner assumes: COCO's most common size
+
+
+def count_tokens(arch: str, *, tower_size: int, patch_size: int, drop_cls: bool,
+                 pinpoints: list[list[int]] | None = None, vision_aspect_ratio: str = "anyres_max_9",
+                 image_size: tuple[int, int] = TYPICAL_IMAGE) -> tuple[int, int]:
+    """(image tokens, tower inputs) for one image of `image_size` without any checkpoint: transformers' processor
+    for `arch` around a stand-in tokenizer (what the planner needs before anything is downloaded)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import CLIPImageProcessorPil, PreTrainedTokenizerFast
+
+    from vistune import IMAGE_TOKEN
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel({IMAGE_TOKEN: 0, "<unk>": 1}, unk_token="<unk>")), unk_token="<unk>")
+    points = check_pinpoints(pinpoints or default_pinpoints(arch, tower_size), tower_size) if arch != "llava" else None
+    processor = build_processor(arch, CLIPImageProcessorPil(size={"height": tower_size, "width": tower_size},
+                                                            crop_size={"height": tower_size, "width": tower_size}),
+                                tokenizer, patch_size=patch_size, tower_size=tower_size, drop_cls=drop_cls,
+                                pinpoints=points, vision_aspect_ratio=vision_aspect_ratio, image_token=IMAGE_TOKEN,
+                                chat_template=None)
+    (tokens,) = image_token_counts(processor, [image_size])
+    if arch == "llava":
+        return tokens, 1
+    rows, cols = crop_layout(processor, image_size)
+    return tokens, 1 + rows * cols

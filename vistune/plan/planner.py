@@ -225,6 +225,22 @@ def deepspeed_settings(path: str | None) -> dict:
     }
 
 
+def anyres_arch(arch, config):
+    """For model.arch llava_next / llava_onevision: the image tokens and tower inputs of a typical image
+    (vistune.model.anyres.TYPICAL_IMAGE), counted by transformers' processor for that arch."""
+    if config.model.arch == "llava":
+        return arch
+    import dataclasses
+
+    from vistune.model.anyres import count_tokens
+
+    vis = arch.vision
+    tokens, passes = count_tokens(config.model.arch, tower_size=vis.image_size, patch_size=vis.patch_size,
+                                  drop_cls=vis.cls_token, pinpoints=config.model.image_grid_pinpoints,
+                                  vision_aspect_ratio=config.model.vision_aspect_ratio)
+    return dataclasses.replace(arch, anyres_tokens=tokens, tower_passes=passes)
+
+
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
     """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
@@ -241,7 +257,7 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         gradient_checkpointing=config.optim.gradient_checkpointing,
     )
     inp = PlanInput(
-        arch=resolve_llava_arch(config.vision, config.llm),
+        arch=anyres_arch(resolve_llava_arch(config.vision, config.llm), config),
         work=work,
         data=dataset_stats(config.data.path),
         gpu=gpu,

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from vistune.model.compose import llava_of
 from vistune.model.manifest import write_manifest
@@ -46,12 +46,24 @@ class NonFiniteLoss(RuntimeError):
         )
 
 
+class _GroupRates(TrainerCallback):
+    """Reads each group's rate right after the optimizer steps, where Trainer reads its own `learning_rate`."""
+
+    def __init__(self, trainer: VistuneTrainer):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.step_rates = self.trainer.group_learning_rates()
+
+
 class VistuneTrainer(Trainer):
     def __init__(self, *args, module_lrs: dict[str, float | None] | None = None, run_files: dict | None = None,
                  train_sampler_fn=None, meter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.meter = meter  # a vistune.perf.meter.StepMeter, or None
         self.module_lrs = {k: v for k, v in (module_lrs or {}).items() if v is not None}  # group -> lr
+        self.step_rates: dict[str, float] = {}  # each group's rate in the last optimizer step (logged)
+        self.add_callback(_GroupRates(self))
         self.run_files = run_files or {}  # processor, base (dict), config_yaml: what every save writes
         self.train_sampler_fn = train_sampler_fn
         self._staging_root: str | None = None
@@ -118,7 +130,7 @@ class VistuneTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or "learning_rate" in logs:
-            logs = {**logs, **self.group_learning_rates()}
+            logs = {**logs, **self.step_rates}
         super().log(self.supervision.fix_logs(logs, self.state.global_step), start_time)
 
     # ---- loss -----------------------------------------------------------------------------------------
