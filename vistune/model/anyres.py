@@ -213,6 +213,11 @@ def count_tokens(arch: str, *, tower_size: int, patch_size: int, drop_cls: bool,
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(WordLevel({IMAGE_TOKEN: 0, "<unk>": 1}, unk_token="<unk>")), unk_token="<unk>")
     points = check_pinpoints(pinpoints or default_pinpoints(arch, tower_size), tower_size) if arch != "llava" else None
+    if arch == "llava_onevision" and not _has_torchvision():
+        counter = _OnevisionTokenCounter(anyres_image_processor(arch, CLIPImageProcessorPil(), tower_size, points),
+                                         (tower_size // patch_size) ** 2 + drop_cls, vision_aspect_ratio, drop_cls)
+        rows, cols = crop_layout(counter, image_size)
+        return counter.count(*image_size), 1 + rows * cols
     processor = build_processor(arch, CLIPImageProcessorPil(size={"height": tower_size, "width": tower_size},
                                                             crop_size={"height": tower_size, "width": tower_size}),
                                 tokenizer, patch_size=patch_size, tower_size=tower_size, drop_cls=drop_cls,
@@ -223,3 +228,37 @@ def count_tokens(arch: str, *, tower_size: int, patch_size: int, drop_cls: bool,
         return tokens, 1
     rows, cols = crop_layout(processor, image_size)
     return tokens, 1 + rows * cols
+
+
+def _has_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # absent, or a wheel that does not match torch
+        return False
+    return True
+
+
+def _onevision_counter_class():
+    from transformers import LlavaOnevisionProcessor
+
+    class OnevisionTokenCounter(LlavaOnevisionProcessor):
+        """LlavaOnevisionProcessor's own token arithmetic without its video half (which transformers builds on
+        torchvision only): used by the planner where torchvision is absent."""
+
+        def __init__(self, image_processor, num_image_tokens: int, vision_aspect_ratio: str, drop_cls: bool):
+            # ProcessorMixin.__init__ is skipped on purpose: it insists on a torchvision video processor
+            self.image_processor = image_processor
+            self.num_image_tokens = num_image_tokens
+            self.vision_aspect_ratio = vision_aspect_ratio
+            self.vision_feature_select_strategy = "default" if drop_cls else "full"
+
+        def count(self, height: int, width: int) -> int:
+            side = int(self.image_processor.size["height"])
+            return self._get_number_of_features(height, width, side, side) - (
+                self.vision_feature_select_strategy == "default")
+
+    return OnevisionTokenCounter
+
+
+def _OnevisionTokenCounter(*args):  # noqa: N802 - a class built on first use (transformers imported lazily)
+    return _onevision_counter_class()(*args)

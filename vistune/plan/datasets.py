@@ -40,8 +40,18 @@ KNOWN_DATASETS: dict[str, DatasetStats] = {
     "llava-mix665k": DatasetStats(
         "llava-mix665k", 665_298, 330, 0.94, None, "mix665k: ~330 text tokens/record, 94% with an image (estimate)"
     ),
+    # LLaVA-NeXT-Data (lmms-lab/LLaVA-NeXT-Data): 779K records, mix665k-like conversations plus high-resolution
+    # document / chart data; text length assumed as mix665k's.
+    "llava-next-779k": DatasetStats(
+        "llava-next-779k", 779_289, 330, 0.95, None, "LLaVA-NeXT-Data: 779K records, text as mix665k (estimate)"
+    ),
+    # LLaVA-OneVision single-image stage: 3.2M records (OneVision paper); text length assumed as mix665k's.
+    "llava-ov-si-3.2m": DatasetStats(
+        "llava-ov-si-3.2m", 3_200_000, 330, 1.0, None, "OneVision single-image: 3.2M records (estimate)"
+    ),
 }
-_FILE_NAMES = {"558k": "lcs-558k", "665k": "llava-mix665k"}
+_FILE_NAMES = {"558k": "lcs-558k", "665k": "llava-mix665k", "779k": "llava-next-779k", "next_data": "llava-next-779k",
+               "ov_si": "llava-ov-si-3.2m", "3.2m": "llava-ov-si-3.2m"}
 
 
 def dataset_stats(path: str) -> DatasetStats:
