@@ -8,6 +8,7 @@ token count per image depends on the image's size (read from file headers, never
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,15 +58,20 @@ def load_text_side(model: str = "tiny", arch: str = "llava", pinpoints: list[lis
     if not (path / "config.json").exists():
         raise ValueError(f"--model {model!r} is neither a model preset ({', '.join(MODEL_PRESETS)}) "
                          "nor a directory holding a composed LLaVA checkpoint")
-    config = AutoConfig.from_pretrained(path)
-    tokenizer = _tokenizer(str(path))
-    add_special_tokens(tokenizer)
-    if config.model_type != "llava":  # an AnyRes directory: its own saved processor counts the tokens
+    from vistune.model.base import base_llava_config, base_template, base_tokenizer
+
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type in ("llava_next", "llava_onevision"):  # an AnyRes directory: its own saved processor counts tokens
         from transformers import AutoProcessor
 
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = _tokenizer(str(path))
+        add_special_tokens(tokenizer)
         per_crop = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
         return TextSide(tokenizer, per_crop, "auto", AutoProcessor.from_pretrained(path))
-    return TextSide(tokenizer, int(config.image_seq_length), "auto")
+    # a LLaVA model (llava-hf, a vistune export, LLaVA's own format): its tokenizer, image tokens and template
+    config = base_llava_config(str(path), local_only=True)
+    return TextSide(base_tokenizer(str(path)), int(config.image_seq_length), base_template(str(path)))
 
 
 def _anyres_processor(arch: str, vision_path: str, vision_config, tokenizer, pinpoints):

@@ -244,7 +244,6 @@ def anyres_arch(arch, config):
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
     """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
-    from vistune.perf.arch import resolve_llava_arch
     from vistune.plan.datasets import dataset_stats
 
     dtype = torch_dtype(config.model.dtype)
@@ -257,11 +256,11 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         gradient_checkpointing=config.optim.gradient_checkpointing,
     )
     inp = PlanInput(
-        arch=anyres_arch(resolve_llava_arch(config.vision, config.llm), config),
+        arch=anyres_arch(_arch(config), config),
         work=work,
         data=dataset_stats(config.data.path),
         gpu=gpu,
-        model_name=config.model.preset or config.llm,
+        model_name=config.model.base or config.model.preset or config.llm,
         max_length=config.data.max_length,
         micro_batch=config.optim.per_device_batch_size,
         grad_accum=config.optim.grad_accum,
@@ -274,3 +273,14 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         **deepspeed_settings(config.deepspeed),
     )
     return inp.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _arch(config):
+    """The run's architecture: read from model.base's config when there is one, else from the parts."""
+    from vistune.perf.arch import llava_arch_from_config, resolve_llava_arch
+
+    if config.model.base:
+        from vistune.model.base import base_llava_config
+
+        return llava_arch_from_config(base_llava_config(config.model.base, config.model.base_vision))
+    return resolve_llava_arch(config.vision, config.llm)

@@ -43,25 +43,36 @@ def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
     from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
 
-    model, processor = build_llava(
-        config.vision,
-        config.llm,
-        dtype=config.model.dtype,
-        load_in_4bit=uses_4bit(config),
-        vision_feature_layer=config.model.vision_feature_layer,
-        chat_template=chat_template_of(config.template),
-        attn_implementation=attention_implementation(config),
-        allow_pickle=config.model.allow_pickle,
-        **arch_settings(config),
-    )
-    if config.model.projector:
+    base_adapter = None
+    if config.model.base:
+        model, processor, base_adapter = load_base_model(config)
+    else:
+        model, processor = build_llava(
+            config.vision,
+            config.llm,
+            dtype=config.model.dtype,
+            load_in_4bit=uses_4bit(config),
+            vision_feature_layer=config.model.vision_feature_layer,
+            chat_template=chat_template_of(config.template),
+            attn_implementation=attention_implementation(config),
+            allow_pickle=config.model.allow_pickle,
+            **arch_settings(config),
+        )
+    if config.model.base:
+        log.info("starting from model.base %s (its projector, processor and chat template)", config.model.base)
+    elif config.model.projector:
         load_projector(model, projector_file(config.model.projector))
         log.info("projector initialised from %s", config.model.projector)
     elif config.stage == "instruct":
         log.warning("instruct stage without model.projector: the projector starts untrained (no stage-1 alignment)")
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if uses_lora(config):
+    if uses_lora(config) and base_adapter is not None:
+        from vistune.model.base import continue_adapter
+
+        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing)
+        log.info("continuing the base's adapter %s", base_adapter)
+    elif uses_lora(config):
         settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                                 target_modules=config.lora.target_modules)
         model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing,
@@ -100,6 +111,21 @@ def arch_settings(config: RunConfig) -> dict:
     except (PinpointError, ValueError) as err:
         raise ConfigError(str(err)) from err
     return {"arch": m.arch, "image_grid_pinpoints": m.image_grid_pinpoints, "vision_aspect_ratio": m.vision_aspect_ratio}
+
+
+def load_base_model(config: RunConfig):
+    """(model, processor, adapter dir or None) from model.base; an explicit template replaces its chat template."""
+    from vistune.model.base import load_base
+
+    model, processor, adapter = load_base(
+        config.model.base, dtype=config.model.dtype, load_in_4bit=uses_4bit(config),
+        attn_implementation=attention_implementation(config), allow_pickle=config.model.allow_pickle,
+        adapter=config.model.base_adapter if uses_lora(config) else "merge", vision=config.model.base_vision,
+    )
+    jinja = chat_template_of(config.template) if config.template != "auto" else None
+    if jinja:
+        processor.chat_template = processor.tokenizer.chat_template = jinja
+    return model, processor, adapter
 
 
 def build_dataset(config: RunConfig, processor, model, skips):
