@@ -154,6 +154,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             vision_feature_layer=int(base.get("vision_feature_layer", -2)),
             chat_template=base.get("chat_template"),
             allow_pickle=bool(base.get("allow_pickle")),
+            **{k: base[k] for k in ("arch", "image_grid_pinpoints", "vision_aspect_ratio") if k in base},
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))
