@@ -70,6 +70,36 @@ def test_published_onevision_token_counts_and_crops_equal_the_processor(tiny_nex
     _check_sizes(_clip336_processor("llava_onevision", tiny_next[1].tokenizer))
 
 
+def test_onevision_counts_and_crops_equal_transformers_without_torchvision():
+    """Where LlavaOnevisionProcessor cannot be built (no torchvision), vistune's OneVision counts (the planner's
+    `count_tokens`) still equal transformers' own: crops = what LlavaOnevisionImageProcessorPil cuts, tokens = the
+    length LlavaOnevisionModel.pack_image_features gives those crops (grid, unpadding, anyres_max_9 pooling,
+    newlines) in the published CLIP-L/336 setting."""
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaOnevisionConfig
+    from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
+
+    from vistune.model import anyres
+
+    points = anyres.default_pinpoints("llava_onevision", 336)
+    image_processor = anyres.anyres_image_processor("llava_onevision", CLIPImageProcessorPil(), 336, points)
+    config = LlavaOnevisionConfig(
+        vision_config=CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=8, intermediate_size=8,
+                                       num_hidden_layers=1, num_attention_heads=1).to_dict(),
+        text_config=LlamaConfig(vocab_size=8, hidden_size=4, intermediate_size=4, num_hidden_layers=1,
+                                num_attention_heads=1).to_dict(),
+        image_grid_pinpoints=points, vision_aspect_ratio="anyres_max_9")
+    model = LlavaOnevisionModel(config)
+    for height, width in SIZES:
+        tokens, tower_inputs = anyres.count_tokens("llava_onevision", tower_size=336, patch_size=14, drop_cls=True,
+                                                   pinpoints=points, image_size=(height, width))
+        crops = image_processor(images=[_image(height, width)], return_tensors="pt")["pixel_values"].shape[1]
+        assert tower_inputs == crops, (height, width)
+        features = torch.zeros(crops, 24 * 24, 4)  # (336 / 14)^2 patches a crop once the CLS is dropped
+        _, lengths = model.pack_image_features([features], torch.tensor([[height, width]]), torch.zeros(4),
+                                               vision_aspect_ratio="anyres_max_9")
+        assert tokens == int(lengths[0]), (height, width)
+
+
 def test_tiny_llava_next_dataset_matches_the_processor_for_20_sizes(tiny_next, tmp_path):
     """The training path (sizes read from file headers, tokenised, images tiled) equals the processor's output."""
     from vistune.data_prep import DataCollator, VisualInstructDataset, get_template, load_records
