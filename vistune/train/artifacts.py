@@ -69,9 +69,11 @@ def base_record(config, model) -> dict:
     from vistune.model.presets import resolve_llm, resolve_vision
 
     vision_path, llm_path = resolve_vision(config.vision), resolve_llm(config.llm)
-    qlora = config.stage == "instruct" and config.method == "qlora"
+    qlora = config.stage != "align" and config.method == "qlora"
     weights = "projector" if config.stage == "align" else "full" if config.method == "full" else "adapter"
+    start = config.preference.start if config.stage == "prefer" else ""
     return {
+        "start": str(Path(start).resolve()) if start else None,  # prefer: the trained model it started from
         "vision": config.vision,
         "vision_path": vision_path,
         "vision_sha256": part_fingerprint(vision_path),

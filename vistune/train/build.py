@@ -14,11 +14,11 @@ log = logging.getLogger(__name__)
 
 
 def uses_4bit(config: RunConfig) -> bool:
-    return config.stage == "instruct" and config.method == "qlora"
+    return config.stage != "align" and config.method == "qlora"
 
 
 def uses_lora(config: RunConfig) -> bool:
-    return config.stage == "instruct" and config.method in ("lora", "qlora")
+    return config.stage != "align" and config.method in ("lora", "qlora")
 
 
 def projector_file(path: str) -> Path:
@@ -41,7 +41,25 @@ def chat_template_of(template: str) -> str | None:
 
 def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
-    from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
+    from vistune.model import apply_stage_policy, attach_lora
+
+    model, processor = compose_model(config)
+    if uses_lora(config):
+        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing)
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    return model, processor
+
+
+def lora_settings(config: RunConfig):
+    from vistune.model import LoraSettings
+
+    return LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                        target_modules=config.lora.target_modules)
+
+
+def compose_model(config: RunConfig):
+    """(model, processor): the LLaVA composed from its parts (vision, LLM, projector), nothing attached yet."""
+    from vistune.model import build_llava, load_projector
 
     model, processor = build_llava(
         config.vision,
@@ -56,15 +74,11 @@ def build_model(config: RunConfig):
     if config.model.projector:
         load_projector(model, projector_file(config.model.projector))
         log.info("projector initialised from %s", config.model.projector)
-    elif config.stage == "instruct":
-        log.warning("instruct stage without model.projector: the projector starts untrained (no stage-1 alignment)")
+    elif config.stage != "align":
+        log.warning("%s stage without model.projector: the projector starts untrained (no stage-1 alignment)",
+                    config.stage)
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if uses_lora(config):
-        settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                                target_modules=config.lora.target_modules)
-        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing)
-    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
     return model, processor
 
 

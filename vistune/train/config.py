@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "prefer")
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "orpo", "simpo")
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -81,13 +82,23 @@ class OptimConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    start: str = ""  # stage-2 run / checkpoint dir or vistune export to start from; "" = compose from model.*
+    loss: str = "sigmoid"  # sigmoid (DPO), ipo, orpo or simpo (see vistune.train.prefer for the TRL class of each)
+    beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight)
+    sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha)
+    simpo_gamma: float = 0.5  # SimPO target reward margin
+
+
+@dataclass
 class RunConfig:
-    stage: str = "instruct"  # align (projector only) or instruct (LoRA / QLoRA / full + projector)
-    method: str = "lora"  # instruct method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
+    stage: str = "instruct"  # align (projector only), instruct (LoRA / QLoRA / full + projector) or prefer (DPO family)
+    method: str = "lora"  # instruct / prefer method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
     model: ModelConfig = field(default_factory=ModelConfig)  # which parts are composed, and how
     data: DataConfig = field(default_factory=DataConfig)  # what is trained on
     lora: LoraConfig = field(default_factory=LoraConfig)  # adapter settings for lora / qlora
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation hyper-parameters
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # the prefer stage's start and loss
     deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json ...); None = plain DDP
     output_dir: str = "runs/default"  # where outputs, checkpoints and log.jsonl go
     save_steps: int = 500  # checkpoint every N optimizer steps (0 = only at the end)
@@ -104,6 +115,9 @@ class RunConfig:
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
+        _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
+        if self.stage == "prefer" and self.preference.start and not Path(self.preference.start).is_dir():
+            raise ConfigError(f"preference.start: {self.preference.start!r} is not a run, checkpoint or export dir")
         if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
             self.optim.gradient_checkpointing = self.stage != "align"
         if not self.data.path:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +53,12 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-def training_arguments(config: RunConfig):
+def training_arguments(config: RunConfig, cls=None, **extra):
+    """HF TrainingArguments for `config` (or `cls`, a subclass such as TRL's DPOConfig, with its own `extra` fields)."""
     from transformers import TrainingArguments
 
     o = config.optim
-    return TrainingArguments(
+    return (cls or TrainingArguments)(
         output_dir=config.output_dir,
         per_device_train_batch_size=o.per_device_batch_size,
         gradient_accumulation_steps=o.grad_accum,
@@ -87,7 +89,36 @@ def training_arguments(config: RunConfig):
         disable_tqdm=False,
         # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
         use_cpu=not torch.cuda.is_available(),
+        **extra,
     )
+
+
+@dataclass
+class Stage:
+    """What differs between stages: how the model, the arguments, the data and the trainer are made."""
+
+    build_model: Callable  # config -> (model, processor)
+    training_arguments: Callable  # config -> TrainingArguments (or a subclass)
+    build_dataset: Callable  # (config, processor, model, skips) -> (dataset, collator)
+    make_trainer: Callable  # (config, **trainer kwargs) -> a VistuneTrainer
+
+
+def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
+    """The align / instruct trainer: HF Trainer's causal-LM loss with vistune's machinery."""
+    return VistuneTrainer(
+        compute_loss_func=loss_function(config),
+        projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+        train_sampler_fn=length_sampler_fn(config, kwargs["train_dataset"]),
+        **kwargs,
+    )
+
+
+def _stage(config: RunConfig) -> Stage:
+    if config.stage == "prefer":
+        from vistune.train import prefer
+
+        return Stage(prefer.build_model, prefer.training_arguments, prefer.build_dataset, prefer.make_trainer)
+    return Stage(build_model, training_arguments, build_dataset, make_trainer)
 
 
 def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
@@ -119,34 +150,33 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     _say("resolved config:\n" + config.to_yaml())
     preflight(config)  # fails within seconds when the machine lacks what the config asks for
     set_seed(config.seed)  # identical on every rank: ZeRO-3 partitions each rank's own copy
-    model, processor = build_model(config)
-    _say("trainable parameters:\n" + format_parameter_table(count_parameters(model)))
+    stage = _stage(config)
+    model, processor = stage.build_model(config)
 
-    args = training_arguments(config)  # sets up the process group under a launcher
+    args = stage.training_arguments(config)  # sets up the process group under a launcher
     is_main = args.should_save
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(config.to_yaml())
     skips = SkipLog()
-    dataset, collator = build_dataset(config, processor, model, skips)
+    dataset, collator = stage.build_dataset(config, processor, model, skips)
     _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
-    trainer = VistuneTrainer(
+    trainer = stage.make_trainer(
+        config,
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
         callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *(callbacks or [])],
         meter=meter,
-        compute_loss_func=loss_function(config),
-        projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
-        train_sampler_fn=length_sampler_fn(config, dataset),
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
                    "save_total_limit": config.save_total_limit},
     )
+    _say("trainable parameters:\n" + format_parameter_table(count_parameters(trainer.model)))
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")
