@@ -128,25 +128,27 @@ class PreferenceTrainer(VistuneTrainer, DPOTrainer):
         return DPOTrainer.compute_loss(self, model, inputs), None  # TRL builds no logits (fused log-probs)
 
 
-def make_trainer(config: RunConfig, **kwargs) -> PreferenceTrainer:
+def pair_sampler_fn(config: RunConfig, dataset):
+    """LLaVA's modality-length grouping over pairs (the longer reply's length), or None (Trainer's shuffle)."""
+    if not config.data.group_by_length:
+        return None
     from vistune.data_prep import LengthGroupedSampler
     from vistune.data_prep.preference import pair_lengths
+
+    lengths = pair_lengths(dataset)
+    return lambda args: LengthGroupedSampler(lengths, batch_size=args.per_device_train_batch_size,
+                                             world_size=args.world_size, seed=config.seed,
+                                             megabatch_mult=config.data.group_megabatches)
+
+
+def make_trainer(config: RunConfig, **kwargs) -> PreferenceTrainer:
     from vistune.model import lora_config
 
     model = kwargs.pop("model")
     peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
-    dataset = kwargs["train_dataset"]
-    sampler = None
-    if config.data.group_by_length:
-        lengths = pair_lengths(dataset)
-
-        def sampler(args):
-            return LengthGroupedSampler(lengths, batch_size=args.per_device_train_batch_size,
-                                        world_size=args.world_size, seed=config.seed,
-                                        megabatch_mult=config.data.group_megabatches)
-
     trainer = PreferenceTrainer(model=model, processing_class=kwargs["run_files"]["processor"],
-                                peft_config=peft_config, train_sampler_fn=sampler, **kwargs)
+                                peft_config=peft_config, train_sampler_fn=pair_sampler_fn(config, kwargs["train_dataset"]),
+                                **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
         for name, param in trainer.model.named_parameters():
             param.requires_grad = "lora_" in name and param.is_floating_point()
