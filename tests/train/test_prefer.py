@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.data_prep.test_preference import GOOD, bad_rows
+from tests.data_prep.test_preference import bad_rows
 from tests.train.conftest import REPO, TINY, subprocess_env, tiny_overrides
 from vistune.model import load_trained
 from vistune.train.config import load_config

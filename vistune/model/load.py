@@ -149,7 +149,7 @@ def load_start(path: str | Path, dtype: str = "float32", *, load_in_4bit: bool =
         extra["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype(dtype), bnb_4bit_quant_storage=torch_dtype(dtype),
-            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+            llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"],
         )
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
@@ -222,6 +222,9 @@ def dequantize_4bit(model: torch.nn.Module, dtype: torch.dtype) -> None:
                 setattr(module, name, linear)
     model.is_loaded_in_4bit = False
     model.hf_quantizer = None
+    if hasattr(model, "quantization_method"):  # a model from_pretrained quantised (a QLoRA prefer start)
+        del model.quantization_method
+        model.is_quantized = False
     for config in (model.config, getattr(model.config, "text_config", None)):
         if config is not None and hasattr(config, "quantization_config"):
             del config.quantization_config
