@@ -87,7 +87,6 @@ class PreferenceConfig:
     loss: str = "sigmoid"  # sigmoid (DPO), ipo, orpo or simpo (see vistune.train.prefer for the TRL class of each)
     beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight)
     sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha)
-    simpo_gamma: float = 0.5  # SimPO target reward margin
 
 
 @dataclass
@@ -116,8 +115,6 @@ class RunConfig:
         _choice("data.aspect", self.data.aspect, ASPECTS)
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
-        if self.stage == "prefer" and self.preference.start and not Path(self.preference.start).is_dir():
-            raise ConfigError(f"preference.start: {self.preference.start!r} is not a run, checkpoint or export dir")
         if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
             self.optim.gradient_checkpointing = self.stage != "align"
         if not self.data.path:

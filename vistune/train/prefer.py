@@ -83,7 +83,7 @@ def build_model(config: RunConfig):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(config.optim.gradient_checkpointing))
     if not uses_lora(config):  # full: LLM (+ projector) train; the reference is TRL's frozen copy of the start
-        apply_stage_policy(model, "instruct", "full", train_vision=config.model.train_vision)
+        apply_stage_policy(model, "prefer", "full", train_vision=config.model.train_vision)
     model.train()
     return model, processor
 
@@ -150,6 +150,7 @@ def make_trainer(config: RunConfig, **kwargs) -> PreferenceTrainer:
                                 peft_config=peft_config, train_sampler_fn=pair_sampler_fn(config, kwargs["train_dataset"]),
                                 **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
-        for name, param in trainer.model.named_parameters():
-            param.requires_grad = "lora_" in name and param.is_floating_point()
+        from vistune.model import apply_stage_policy
+
+        apply_stage_policy(trainer.model, "prefer", config.method)
     return trainer

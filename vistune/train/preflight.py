@@ -13,6 +13,7 @@ import importlib.metadata
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -131,7 +132,7 @@ def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> 
         problems.append(Problem(f"bf16 requested but {where}", "set optim.bf16=false model.dtype=float32"))
     if config.optim.tf32 and not tf32_supported():
         problems.append(Problem("tf32 requested but there is no Ampere-or-newer GPU", "set optim.tf32=false"))
-    if config.stage == "instruct" and config.method == "qlora" and bitsandbytes_backend() is None:
+    if config.stage != "align" and config.method == "qlora" and bitsandbytes_backend() is None:
         problems.append(
             Problem("QLoRA requested but bitsandbytes cannot quantise on this machine", "pip install bitsandbytes, or method=lora")
         )
@@ -142,6 +143,10 @@ def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> 
                 "pip install flash-attn, or set model.attn_implementation=sdpa",
             )
         )
+    start = config.preference.start if config.stage == "prefer" else ""
+    if start and not Path(start).is_dir():
+        problems.append(Problem(f"preference.start {start!r} is not a run, checkpoint or export directory",
+                                "train stage instruct first (or export it), or fix the path"))
     if config.deepspeed and importlib.util.find_spec("deepspeed") is None:
         problems.append(Problem("a DeepSpeed config is set but deepspeed is not installed", "pip install deepspeed"))
     return problems
