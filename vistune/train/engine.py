@@ -14,14 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from vistune.model.manifest import MANIFEST, verify_manifest, write_manifest
 from vistune.perf.meter import meter_for
 from vistune.perf.peak import device_peak
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
-from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
+from vistune.train.build import (
+    build_dataset,
+    build_model,
+    length_sampler_fn,
+    loss_function,
+    training_arguments,
+)
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
 from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
@@ -51,46 +55,6 @@ def _rank() -> int:
 def _say(text: str) -> None:
     if _rank() == 0:
         print(text, flush=True)
-
-
-def training_arguments(config: RunConfig, cls=None, **extra):
-    """HF TrainingArguments for `config` (or `cls`, a subclass such as TRL's DPOConfig, with its own `extra` fields)."""
-    from transformers import TrainingArguments
-
-    o = config.optim
-    return (cls or TrainingArguments)(
-        output_dir=config.output_dir,
-        per_device_train_batch_size=o.per_device_batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        num_train_epochs=o.epochs,
-        max_steps=o.max_steps,
-        warmup_steps=o.warmup_ratio,
-        lr_scheduler_type=o.scheduler,
-        max_grad_norm=o.max_grad_norm,
-        gradient_checkpointing=bool(o.gradient_checkpointing),
-        torch_compile=o.torch_compile,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing else None,
-        bf16=o.bf16,
-        tf32=o.tf32 if o.tf32 else None,
-        logging_steps=config.logging_steps,
-        logging_nan_inf_filter=False,
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=config.save_steps if config.save_steps > 0 else 500,
-        save_total_limit=None,  # vistune rotates, only among complete checkpoints
-        seed=config.seed,
-        data_seed=config.seed,
-        dataloader_num_workers=config.data.num_workers,
-        deepspeed=config.deepspeed,
-        report_to=[] if config.report_to == "none" else [config.report_to],
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=False,
-        # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
-        use_cpu=not torch.cuda.is_available(),
-        **extra,
-    )
 
 
 @dataclass

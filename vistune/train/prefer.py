@@ -26,8 +26,8 @@ from pathlib import Path
 from trl import DPOConfig, DPOTrainer
 
 from vistune.train.build import attention_implementation, compose_model, lora_settings, uses_4bit, uses_lora
+from vistune.train.build import training_arguments as base_arguments
 from vistune.train.config import ConfigError, RunConfig
-from vistune.train.engine import training_arguments as base_arguments
 from vistune.train.trainer import VistuneTrainer
 
 log = logging.getLogger(__name__)
