@@ -96,6 +96,18 @@ def test_reference_is_the_start_model_with_the_adapter_disabled(lora_prefer, ins
     assert not torch.allclose(_logits(result.model, batch), reference, atol=1e-4)  # the adapter learned something
 
 
+def test_prefer_resumes_from_its_checkpoint(lora_prefer, shapes, pairs, instruct_run, tmp_path):
+    import shutil
+
+    config, result = lora_prefer
+    out = tmp_path / "resumed"
+    shutil.copytree(result.output_dir / "checkpoint-2", out / "checkpoint-2")
+    resumed = train(load_config(TINY / "prefer_lora.yaml", tiny_overrides(
+        shapes, out, pairs["mixed"], **PREFER, **{"preference.start": instruct_run})))
+    assert resumed.global_step == 3
+    assert _losses(out)[3] == pytest.approx(_losses(result.output_dir)[3], abs=1e-5)
+
+
 def _export_round_trip(run: Path, mode: str, batch: dict, expected: torch.Tensor, tmp_path: Path) -> None:
     from vistune.cli import main
 

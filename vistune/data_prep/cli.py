@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +68,12 @@ def _validate(args) -> int:
             json.dump(report.to_dict(first=50), f, indent=1)
         print(f"report: {args.report}")
     if args.fix:
+        from vistune.data_prep.preference import is_preference_data
+
+        if is_preference_data(args.data, args.format):
+            print("error: --fix writes conversation records; for preference pairs, drop the ids listed above",
+                  file=sys.stderr)
+            return 2
         print(f"fixed: {write_records(report.good, args.fix, 'llava')} ({len(report.good)} records)")
     return 0 if report.ok else 1
 
