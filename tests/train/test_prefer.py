@@ -108,6 +108,16 @@ def test_prefer_resumes_from_its_checkpoint(lora_prefer, shapes, pairs, instruct
     assert _losses(out)[3] == pytest.approx(_losses(result.output_dir)[3], abs=1e-5)
 
 
+def test_full_prefer_trains_against_a_frozen_copy_of_the_start(shapes, pairs, instruct_run, tmp_path):
+    out = tmp_path / "full"
+    result = train(load_config(TINY / "prefer_full.yaml", tiny_overrides(
+        shapes, out, pairs["good"], **{**PREFER, "save_steps": 0, "preference.start": instruct_run})))
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert result.status == "done" and lines[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert lines[2]["rewards/margins"] != 0.0  # step 1 is warm-up (lr 0); then the policy leaves the reference
+    assert (out / "model.safetensors").is_file() and json.loads((out / "base.json").read_text())["weights"] == "full"
+
+
 def _export_round_trip(run: Path, mode: str, batch: dict, expected: torch.Tensor, tmp_path: Path) -> None:
     from vistune.cli import main
 

@@ -128,6 +128,16 @@ class PreferenceTrainer(VistuneTrainer, DPOTrainer):
         return DPOTrainer.compute_loss(self, model, inputs), None  # TRL builds no logits (fused log-probs)
 
 
+def reference_model(config: RunConfig):
+    """full: a frozen second copy of the start model (TRL would reload it from the model's hub name, which a
+    model merged in memory or composed from parts does not have)."""
+    model, _ = build_model(config)
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad = False
+    return model
+
+
 def pair_sampler_fn(config: RunConfig, dataset):
     """LLaVA's modality-length grouping over pairs (the longer reply's length), or None (Trainer's shuffle)."""
     if not config.data.group_by_length:
@@ -146,9 +156,9 @@ def make_trainer(config: RunConfig, **kwargs) -> PreferenceTrainer:
 
     model = kwargs.pop("model")
     peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
-    trainer = PreferenceTrainer(model=model, processing_class=kwargs["run_files"]["processor"],
-                                peft_config=peft_config, train_sampler_fn=pair_sampler_fn(config, kwargs["train_dataset"]),
-                                **kwargs)
+    trainer = PreferenceTrainer(model=model, ref_model=None if peft_config else reference_model(config),
+                                processing_class=kwargs["run_files"]["processor"], peft_config=peft_config,
+                                train_sampler_fn=pair_sampler_fn(config, kwargs["train_dataset"]), **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
         from vistune.model import apply_stage_policy
 
