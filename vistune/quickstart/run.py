@@ -32,7 +32,7 @@ class QuickstartSettings:
     instruct_steps: int = 600  # stage 2 optimizer steps
     prefer: bool = False  # also run stage 3 (prefer: DPO on synthetic preference pairs) after instruct
     prefer_pairs: int = 600  # synthetic preference pairs to train on (held-out pairs: a third of that, >= 40)
-    prefer_steps: int = 100  # stage 3 optimizer steps
+    prefer_steps: int = 120  # stage 3 optimizer steps
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
