@@ -231,7 +231,6 @@ def deepspeed_settings(path: str | None) -> dict:
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
     """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
-    from vistune.perf.arch import resolve_llava_arch
     from vistune.plan.datasets import dataset_stats
 
     dtype = torch_dtype(config.model.dtype)
@@ -244,11 +243,11 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         gradient_checkpointing=config.optim.gradient_checkpointing,
     )
     inp = PlanInput(
-        arch=resolve_llava_arch(config.vision, config.llm),
+        arch=_arch(config),
         work=work,
         data=dataset_stats(config.data.path),
         gpu=gpu,
-        model_name=config.model.preset or config.llm,
+        model_name=config.model.base or config.model.preset or config.llm,
         max_length=config.data.max_length,
         micro_batch=config.optim.per_device_batch_size,
         grad_accum=config.optim.grad_accum,
@@ -261,3 +260,14 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         **deepspeed_settings(config.deepspeed),
     )
     return inp.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _arch(config):
+    """The run's architecture: read from model.base's config when there is one, else from the parts."""
+    from vistune.perf.arch import llava_arch_from_config, resolve_llava_arch
+
+    if config.model.base:
+        from vistune.model.base import base_llava_config
+
+        return llava_arch_from_config(base_llava_config(config.model.base, config.model.base_vision))
+    return resolve_llava_arch(config.vision, config.llm)

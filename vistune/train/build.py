@@ -45,8 +45,13 @@ def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
     from vistune.model import apply_stage_policy, attach_lora
 
-    model, processor = compose_model(config)
-    if uses_lora(config):
+    model, processor, base_adapter = compose_model(config)
+    if uses_lora(config) and base_adapter is not None:
+        from vistune.model.base import continue_adapter
+
+        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing)
+        log.info("continuing the base's adapter %s", base_adapter)
+    elif uses_lora(config):
         model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing)
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
     return model, processor
@@ -60,20 +65,27 @@ def lora_settings(config: RunConfig):
 
 
 def compose_model(config: RunConfig):
-    """(model, processor): the LLaVA composed from its parts (vision, LLM, projector), nothing attached yet."""
+    """(model, processor, the adapter dir of a base+lora model.base to continue, or None): the LLaVA from
+    model.base or composed from its parts (vision, LLM, projector), nothing attached yet."""
     from vistune.model import build_llava, load_projector
 
-    model, processor = build_llava(
-        config.vision,
-        config.llm,
-        dtype=config.model.dtype,
-        load_in_4bit=uses_4bit(config),
-        vision_feature_layer=config.model.vision_feature_layer,
-        chat_template=chat_template_of(config.template),
-        attn_implementation=attention_implementation(config),
-        allow_pickle=config.model.allow_pickle,
-    )
-    if config.model.projector:
+    base_adapter = None
+    if config.model.base:
+        model, processor, base_adapter = load_base_model(config)
+    else:
+        model, processor = build_llava(
+            config.vision,
+            config.llm,
+            dtype=config.model.dtype,
+            load_in_4bit=uses_4bit(config),
+            vision_feature_layer=config.model.vision_feature_layer,
+            chat_template=chat_template_of(config.template),
+            attn_implementation=attention_implementation(config),
+            allow_pickle=config.model.allow_pickle,
+        )
+    if config.model.base:
+        log.info("starting from model.base %s (its projector, processor and chat template)", config.model.base)
+    elif config.model.projector:
         load_projector(model, projector_file(config.model.projector))
         log.info("projector initialised from %s", config.model.projector)
     elif config.stage != "align":
@@ -81,7 +93,27 @@ def compose_model(config: RunConfig):
                     config.stage)
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    return model, processor
+    return model, processor, base_adapter
+
+
+def continues_base_adapter(config: RunConfig) -> bool:
+    """instruct with LoRA may continue a base+lora base's adapter; prefer always folds it in (it is the reference)."""
+    return config.stage == "instruct" and uses_lora(config)
+
+
+def load_base_model(config: RunConfig):
+    """(model, processor, adapter dir or None) from model.base; an explicit template replaces its chat template."""
+    from vistune.model.base import load_base
+
+    model, processor, adapter = load_base(
+        config.model.base, dtype=config.model.dtype, load_in_4bit=uses_4bit(config),
+        attn_implementation=attention_implementation(config), allow_pickle=config.model.allow_pickle,
+        adapter=config.model.base_adapter if continues_base_adapter(config) else "merge", vision=config.model.base_vision,
+    )
+    jinja = chat_template_of(config.template) if config.template != "auto" else None
+    if jinja:
+        processor.chat_template = processor.tokenizer.chat_template = jinja
+    return model, processor, adapter
 
 
 def build_dataset(config: RunConfig, processor, model, skips):

@@ -39,6 +39,9 @@ class ModelConfig:
     attn_implementation: str | None = None  # sdpa / flash_attention_2 / eager; None = transformers' default
     train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
     allow_pickle: bool = False  # allow loading pickle .bin weights (safetensors only by default)
+    base: str | None = None  # start from an existing LLaVA (HF Llava dir / hub id, vistune export, LLaVA checkpoint)
+    base_adapter: str = "continue"  # a base+lora export's adapter: continue training it, or merge it first
+    base_vision: str | None = None  # local CLIP dir for a LLaVA-format base (its mm_vision_tower is a hub id)
 
 
 @dataclass
@@ -125,6 +128,8 @@ class RunConfig:
             raise ConfigError("save_total_limit must be >= 1 (the newest complete checkpoint is always kept)")
         if self.resume not in ("auto", "none") and not Path(self.resume).is_dir():
             raise ConfigError(f"resume: {self.resume!r} is neither auto, none nor a checkpoint directory")
+        if self.model.base:
+            _check_base(self.model)
         if self.model.preset:
             from vistune.model import MODEL_PRESETS
 
@@ -151,6 +156,10 @@ class RunConfig:
             return self.data.template
         if self.stage == "align":
             return "plain"
+        if self.model.base:
+            from vistune.model.base import base_template
+
+            return base_template(self.model.base)
         from vistune.model import default_template
 
         return default_template(self.llm)
@@ -160,6 +169,19 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_base(model: ModelConfig) -> None:
+    """model.base brings its own vision tower, LLM and projector: naming parts beside it is a contradiction."""
+    defaults = ModelConfig()
+    clashing = [f"model.{k}" for k in ("preset", "vision", "llm", "projector")
+                if getattr(model, k) != getattr(defaults, k)]
+    if clashing:
+        raise ConfigError(f"model.base {model.base!r} already holds the vision tower, LLM and projector: "
+                          f"remove {', '.join(clashing)} (or drop model.base to compose from parts)")
+    from vistune.model.base import ADAPTER_MODES
+
+    _choice("model.base_adapter", model.base_adapter, ADAPTER_MODES)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -40,6 +40,8 @@ def planned_model(config: RunConfig):
     from vistune.model import LoraSettings, apply_stage_policy, attach_lora
     from vistune.model.presets import resolve_llm, resolve_vision
 
+    if config.model.base:
+        return _planned_base(config)
     try:
         vision_src, llm_src = resolve_vision(config.vision), resolve_llm(config.llm)
         vcfg = _local_config(vision_src)
@@ -69,6 +71,26 @@ def planned_model(config: RunConfig):
     return model, source
 
 
+def _planned_base(config: RunConfig):
+    """The base's own Llava config on the meta device, with this run's LoRA and stage policy."""
+    from transformers import LlavaForConditionalGeneration
+
+    from vistune.model import LoraSettings, apply_stage_policy, attach_lora
+    from vistune.model.base import base_llava_config
+
+    try:
+        llava_config = base_llava_config(config.model.base, config.model.base_vision, local_only=True)
+    except (OSError, ValueError) as err:
+        raise PartsNotLocal(f"model.base {config.model.base}: {err}") from None
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(llava_config)
+    if uses_lora(config):
+        model = attach_lora(model, LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                                                target_modules=config.lora.target_modules))
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    return model, "the base's config"
+
+
 def _configs_from_table(config: RunConfig, err: Exception):
     """Vision / LLM configs rebuilt from published architecture numbers, for parts not on this machine."""
     from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
@@ -93,7 +115,8 @@ def plan(config: RunConfig) -> str:
     from vistune.model import count_parameters, format_parameter_table
 
     lines = ["resolved config:", config.to_yaml().rstrip(), ""]
-    lines += [f"parts: vision={config.vision}  llm={config.llm}  template={config.template}"]
+    parts = f"base={config.model.base}" if config.model.base else f"vision={config.vision}  llm={config.llm}"
+    lines += [f"parts: {parts}  template={config.template}"]
     lines += [f"note: {n}" for n in checks(config)]
     try:
         model, source = planned_model(config)

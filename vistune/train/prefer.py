@@ -43,6 +43,8 @@ UNSUPPORTED = {
 
 
 def check(config: RunConfig) -> None:
+    if config.preference.start and config.model.base:
+        raise ConfigError("preference.start and model.base both name the start model: give one")
     loss = config.preference.loss
     if loss in UNSUPPORTED:
         raise ConfigError(f"preference.loss {loss!r} is not available for vision models yet: {UNSUPPORTED[loss]}; "
@@ -74,8 +76,8 @@ def build_model(config: RunConfig):
         jinja = chat_template_of(config.template)
         if jinja:
             processor.chat_template = jinja
-    else:
-        model, processor = compose_model(config)
+    else:  # model.base (its adapter folded in: it is the reference), or the parts in model.*
+        model, processor, _ = compose_model(config)
     model.config.use_cache = False
     model.config.text_config.use_cache = False
     if uses_4bit(config):
