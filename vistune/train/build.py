@@ -6,11 +6,11 @@ Everything here goes through the other rooms' public names (`vistune.model`, `vi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from vistune.train.config import RunConfig
+from vistune.train.config import ConfigError, RunConfig
+from vistune.train.resolve import Decision, resolve_checkpointing, resolve_liger, resolve_packing
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,30 @@ def chat_template_of(template: str) -> str | None:
     return get_template(template).jinja
 
 
+@dataclass
+class BuiltRun:
+    """What a run trains, built from its config, and what the config's auto switches became."""
+
+    model: object
+    processor: object
+    dataset: object
+    collator: object
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def build_run(config: RunConfig, skips) -> BuiltRun:
+    """Model, dataset and collator, resolving the auto switches on the way (packing before the model is built,
+    checkpointing and Liger once the model and data are known); `config` is updated in place."""
+    first = resolve_packing(config)
+    model, processor = build_model(config)
+    dataset, collator = build_dataset(config, processor, model, skips)
+    decisions = [first, resolve_checkpointing(config, model, dataset), resolve_liger(config, model)]
+    if config.optim.cross_entropy == "liger" and config.optim.liger is not True:
+        raise ConfigError("optim.cross_entropy=liger needs Liger's kernels (optim.liger=true, CUDA and "
+                          "pip install vistune[liger]); use optim.cross_entropy=chunked")
+    return BuiltRun(model, processor, dataset, collator, [d for d in decisions if d is not None])
+
+
 def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
     from vistune.model import apply_stage_policy, attach_lora
@@ -49,10 +73,10 @@ def build_model(config: RunConfig):
     if uses_lora(config) and base_adapter is not None:
         from vistune.model.base import continue_adapter
 
-        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing)
+        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
         log.info("continuing the base's adapter %s", base_adapter)
     elif uses_lora(config):
-        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing)
+        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing is True)
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
     return model, processor
 
@@ -69,6 +93,7 @@ def compose_model(config: RunConfig):
     model.base or composed from its parts (vision, LLM, projector), nothing attached yet."""
     from vistune.model import build_llava, load_projector
 
+    resolve_packing(config)
     base_adapter = None
     if config.model.base:
         model, processor, base_adapter = load_base_model(config)
@@ -137,6 +162,7 @@ def build_dataset(config: RunConfig, processor, model, skips):
     )
     if len(dataset) == 0:
         raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
+    resolve_packing(config)
     if config.data.packing:
         from vistune.data_prep.packing import PackedCollator
 
@@ -152,7 +178,7 @@ def build_dataset(config: RunConfig, processor, model, skips):
 
 def attention_implementation(config: RunConfig) -> str | None:
     """model.attn_implementation, or for packed batches one that keeps samples apart (flash varlen / segments)."""
-    if config.model.attn_implementation or not config.data.packing:
+    if config.model.attn_implementation or config.data.packing is not True:
         return config.model.attn_implementation
     from vistune.model.segment_attention import packed_attention_implementation
 
@@ -160,12 +186,22 @@ def attention_implementation(config: RunConfig) -> str | None:
 
 
 def loss_function(config: RunConfig):
-    """The Trainer's compute_loss_func: None (the model's own loss) unless optim.cross_entropy asks otherwise."""
+    """The Trainer's compute_loss_func: chunked CE, or None (the model's own loss: full logits, or Liger's fused
+    linear CE when optim.cross_entropy=liger and Liger's kernels are applied)."""
     if config.optim.cross_entropy == "chunked":
         from vistune.train.losses import supervised_cross_entropy
 
         return supervised_cross_entropy
     return None
+
+
+def training_callbacks(config: RunConfig) -> list:
+    """Callbacks the config itself asks for (partial gradient checkpointing)."""
+    if config.optim.gradient_checkpointing is True and config.optim.checkpoint_layers > 0:
+        from vistune.train.callbacks import PartialCheckpointing
+
+        return [PartialCheckpointing(config.optim.checkpoint_layers)]
+    return []
 
 
 def length_sampler_fn(config: RunConfig, dataset):
@@ -180,43 +216,3 @@ def length_sampler_fn(config: RunConfig, dataset):
                                     megabatch_mult=config.data.group_megabatches)
 
     return make
-
-
-def training_arguments(config: RunConfig, cls=None, **extra):
-    """HF TrainingArguments for `config` (or `cls`, a subclass such as TRL's DPOConfig, with its own `extra` fields)."""
-    from transformers import TrainingArguments
-
-    o = config.optim
-    return (cls or TrainingArguments)(
-        output_dir=config.output_dir,
-        per_device_train_batch_size=o.per_device_batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        num_train_epochs=o.epochs,
-        max_steps=o.max_steps,
-        warmup_steps=o.warmup_ratio,
-        lr_scheduler_type=o.scheduler,
-        max_grad_norm=o.max_grad_norm,
-        gradient_checkpointing=bool(o.gradient_checkpointing),
-        torch_compile=o.torch_compile,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing else None,
-        bf16=o.bf16,
-        tf32=o.tf32 if o.tf32 else None,
-        logging_steps=config.logging_steps,
-        logging_nan_inf_filter=False,
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=config.save_steps if config.save_steps > 0 else 500,
-        save_total_limit=None,  # vistune rotates, only among complete checkpoints
-        seed=config.seed,
-        data_seed=config.seed,
-        dataloader_num_workers=config.data.num_workers,
-        deepspeed=config.deepspeed,
-        report_to=[] if config.report_to == "none" else [config.report_to],
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=False,
-        # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
-        use_cpu=not torch.cuda.is_available(),
-        **extra,
-    )

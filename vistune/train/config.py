@@ -21,7 +21,8 @@ METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
-CROSS_ENTROPY = ("default", "chunked")
+CROSS_ENTROPY = ("chunked", "full", "liger")
+AUTO = "auto"  # a switch left to vistune: resolved at build time from the machine, model and data
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,7 @@ class DataConfig:
     group_by_length: bool = True  # batch samples of similar length, separately for image and text-only ones
     group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
-    packing: bool = False  # padding-free: a batch's samples in one row, per-sample positions, no cross attention
+    packing: bool | str = AUTO  # padding-free: a batch's samples in one row, no cross attention; auto = on when the attention keeps samples apart
 
 
 @dataclass
@@ -77,8 +78,10 @@ class OptimConfig:
     weight_decay: float = 0.0  # AdamW weight decay (not applied to biases and norms)
     scheduler: str = "cosine"  # lr schedule after warmup
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
-    gradient_checkpointing: bool | None = None  # recompute LLM activations in backward; None = off in align, on in instruct
-    cross_entropy: str = "default"  # default (full logits) or chunked (logits only where a label is supervised)
+    gradient_checkpointing: bool | str = AUTO  # recompute LLM activations in backward; auto = only when the memory model says the step does not fit
+    checkpoint_layers: int = 0  # with gradient_checkpointing on: recompute only the first N decoder layers (0 = all)
+    cross_entropy: str = "chunked"  # chunked (logits only where a label is supervised), full (every position, LLaVA's) or liger (fused, GPU)
+    liger: bool | str = AUTO  # Liger kernels (RMSNorm, SwiGLU, RoPE) for a Llama-family LLM; auto = on with CUDA and liger-kernel installed (not QLoRA)
     torch_compile: bool = False  # torch.compile the model (HF Trainer's torch_compile)
     bf16: bool = True  # bf16 mixed precision (GPUs with bf16 support)
     tf32: bool = True  # allow TF32 matmuls (Ampere and newer)
@@ -116,10 +119,14 @@ class RunConfig:
         _choice("optim.scheduler", self.optim.scheduler, SCHEDULERS)
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
+        if self.optim.cross_entropy == "default":  # the name before chunked became the default
+            self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
-        if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
-            self.optim.gradient_checkpointing = self.stage != "align"
+        for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
+            _auto_or_bool(self, key)
+        if self.optim.checkpoint_layers < 0:
+            raise ConfigError("optim.checkpoint_layers must be >= 0 (0 = every decoder layer)")
         if not self.data.path:
             raise ConfigError("data.path is empty: name the records file (e.g. data.path=data/llava_665k.json)")
         if self.optim.max_steps <= 0 and self.optim.epochs <= 0:
@@ -187,6 +194,14 @@ def _check_base(model: ModelConfig) -> None:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}{_suggest(value, allowed)}")
+
+
+def _auto_or_bool(config: RunConfig, dotted: str) -> None:
+    """A switch that is true, false or auto."""
+    section, name = dotted.split(".")
+    value = getattr(getattr(config, section), name)
+    if not isinstance(value, bool) and value != AUTO:
+        raise ConfigError(f"{dotted}: {value!r} is not one of true, false, auto{_suggest(value, ['true', 'false', AUTO])}")
 
 
 def _suggest(word: str, options) -> str:

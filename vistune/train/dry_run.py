@@ -118,6 +118,7 @@ def plan(config: RunConfig) -> str:
     parts = f"base={config.model.base}" if config.model.base else f"vision={config.vision}  llm={config.llm}"
     lines += [f"parts: {parts}  template={config.template}"]
     lines += [f"note: {n}" for n in checks(config)]
+    lines += [f"auto: {line}" for line in auto_switches(config)]
     try:
         model, source = planned_model(config)
         table = format_parameter_table(count_parameters(model))
@@ -127,6 +128,22 @@ def plan(config: RunConfig) -> str:
         lines += [f"parameter table skipped: {err}; a dry run never downloads. Download the parts (or point "
                   f"model.vision / model.llm at local directories) to see it."]
     return "\n".join(lines)
+
+
+def auto_switches(config: RunConfig) -> list[str]:
+    """What the `auto` switches will become (packing is known now; the rest once the model and data are built)."""
+    import copy
+
+    from vistune.train.resolve import resolve_packing
+
+    decision = resolve_packing(copy.deepcopy(config))
+    lines = [decision.line()] if decision else []
+    if config.optim.gradient_checkpointing == "auto":
+        lines.append("optim.gradient_checkpointing: decided at start from the memory model and the data's longest "
+                     "micro-batch (vistune plan CONFIG --gpu G shows the estimate)")
+    if config.optim.liger == "auto":
+        lines.append("optim.liger: on at start with CUDA and liger-kernel installed, for a Llama-family LLM")
+    return lines
 
 
 def checks(config: RunConfig) -> list[str]:

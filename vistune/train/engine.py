@@ -10,24 +10,20 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from vistune.model.manifest import MANIFEST, verify_manifest, write_manifest
 from vistune.perf.meter import meter_for
 from vistune.perf.peak import device_peak
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
-from vistune.train.build import (
-    build_dataset,
-    build_model,
-    length_sampler_fn,
-    loss_function,
-    training_arguments,
-)
+from vistune.train.build import build_run, length_sampler_fn, loss_function, training_callbacks
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
+from vistune.train.resolve import config_header
 from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
 
 log = logging.getLogger(__name__)
@@ -57,32 +53,76 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-@dataclass
-class Stage:
-    """What differs between stages: how the model, the arguments, the data and the trainer are made."""
+def training_arguments(config: RunConfig, cls=None, **extra):
+    """HF TrainingArguments for `config` (or `cls`, a subclass such as TRL's DPOConfig, with its own `extra` fields)."""
+    from transformers import TrainingArguments
 
-    build_model: Callable  # config -> (model, processor)
-    training_arguments: Callable  # config -> TrainingArguments (or a subclass)
-    build_dataset: Callable  # (config, processor, model, skips) -> (dataset, collator)
-    make_trainer: Callable  # (config, **trainer kwargs) -> a VistuneTrainer
-
-
-def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
-    """The align / instruct trainer: HF Trainer's causal-LM loss with vistune's machinery."""
-    return VistuneTrainer(
-        compute_loss_func=loss_function(config),
-        projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
-        train_sampler_fn=length_sampler_fn(config, kwargs["train_dataset"]),
-        **kwargs,
+    o = config.optim
+    return (cls or TrainingArguments)(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=o.per_device_batch_size,
+        gradient_accumulation_steps=o.grad_accum,
+        learning_rate=o.lr,
+        weight_decay=o.weight_decay,
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        warmup_steps=o.warmup_ratio,
+        lr_scheduler_type=o.scheduler,
+        max_grad_norm=o.max_grad_norm,
+        gradient_checkpointing=o.gradient_checkpointing is True,  # auto is resolved before (vistune.train.resolve)
+        torch_compile=o.torch_compile,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing is True else None,
+        use_liger_kernel=o.liger is True,
+        liger_kernel_config=liger_kernels(config) if o.liger is True else None,
+        bf16=o.bf16,
+        tf32=o.tf32 if o.tf32 else None,
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=config.save_steps if config.save_steps > 0 else 500,
+        save_total_limit=None,  # vistune rotates, only among complete checkpoints
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=config.data.num_workers,
+        deepspeed=config.deepspeed,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+        # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
+        use_cpu=not torch.cuda.is_available(),
+        **extra,
     )
 
 
-def _stage(config: RunConfig) -> Stage:
-    if config.stage == "prefer":
-        from vistune.train import prefer
+def liger_kernels(config: RunConfig) -> dict:
+    """Liger's kernels for the LLM: RMSNorm, SwiGLU, RoPE; its fused linear CE only for optim.cross_entropy=liger
+    (chunked CE needs the logits it computes at supervised positions)."""
+    fused = config.optim.cross_entropy == "liger"
+    return {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False, "fused_linear_cross_entropy": fused}
 
-        return Stage(prefer.build_model, prefer.training_arguments, prefer.build_dataset, prefer.make_trainer)
-    return Stage(build_model, training_arguments, build_dataset, make_trainer)
+
+class _Stage2:
+    """align / instruct: HF Trainer's causal-LM loss with vistune's machinery."""
+
+    build_run = staticmethod(build_run)
+
+    @staticmethod
+    def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
+        return VistuneTrainer(
+            compute_loss_func=loss_function(config),
+            projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+            train_sampler_fn=length_sampler_fn(config, kwargs["train_dataset"]),
+            **kwargs,
+        )
+
+
+def _prefer_stage(config: RunConfig):
+    if config.stage != "prefer":
+        return None
+    from vistune.train import prefer
+
+    return prefer
 
 
 def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
@@ -114,33 +154,37 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     _say("resolved config:\n" + config.to_yaml())
     preflight(config)  # fails within seconds when the machine lacks what the config asks for
     set_seed(config.seed)  # identical on every rank: ZeRO-3 partitions each rank's own copy
-    stage = _stage(config)
-    model, processor = stage.build_model(config)
+    skips = SkipLog()
+    prefer = _prefer_stage(config)  # vistune.train.prefer for stage prefer (TRL's DPOTrainer), else None
+    built = (prefer or _Stage2).build_run(config, skips)  # resolves the auto switches on the way
+    model, processor, dataset, collator = built.model, built.processor, built.dataset, built.collator
+    _say("trainable parameters:\n" + format_parameter_table(count_parameters(model)))
+    _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
+    for decision in built.decisions:
+        _say(decision.line())
+    config_yaml = config_header(built.decisions) + config.to_yaml()
 
-    args = stage.training_arguments(config)  # sets up the process group under a launcher
+    args = training_arguments(config, **(prefer.dpo_arguments(config) if prefer else {}))  # sets up the process group
     is_main = args.should_save
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(config.to_yaml())
-    skips = SkipLog()
-    dataset, collator = stage.build_dataset(config, processor, model, skips)
-    _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
+        (out / CONFIG_FILE).write_text(config_yaml)
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
-    trainer = stage.make_trainer(
+    trainer = (prefer or _Stage2).make_trainer(
         config,
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *(callbacks or [])],
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config),
+                   *(callbacks or [])],
         meter=meter,
-        run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
+        run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config_yaml,
                    "save_total_limit": config.save_total_limit},
     )
-    _say("trainable parameters:\n" + format_parameter_table(count_parameters(trainer.model)))
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")

@@ -26,7 +26,6 @@ from pathlib import Path
 from trl import DPOConfig, DPOTrainer
 
 from vistune.train.build import attention_implementation, compose_model, lora_settings, uses_4bit, uses_lora
-from vistune.train.build import training_arguments as base_arguments
 from vistune.train.config import ConfigError, RunConfig
 from vistune.train.trainer import VistuneTrainer
 
@@ -83,21 +82,37 @@ def build_model(config: RunConfig):
     if uses_4bit(config):
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(config.optim.gradient_checkpointing))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.optim.gradient_checkpointing is True)
     if not uses_lora(config):  # full: LLM (+ projector) train; the reference is TRL's frozen copy of the start
         apply_stage_policy(model, "prefer", "full", train_vision=config.model.train_vision)
     model.train()
     return model, processor
 
 
-def training_arguments(config: RunConfig) -> DPOConfig:
+def dpo_arguments(config: RunConfig) -> dict:
+    """The engine's training_arguments as TRL's DPOConfig, with the loss fields of `preference`."""
     p = config.preference
     loss_type, weights = [DPO_LOSSES[p.loss]], [1.0]
     if p.sft_weight > 0:
         loss_type.append("sft")
         weights.append(p.sft_weight)
-    return base_arguments(config, cls=DPOConfig, beta=p.beta, loss_type=loss_type, loss_weights=weights,
-                          max_length=None)  # vistune's tokeniser has already dropped pairs that do not fit
+    return {"cls": DPOConfig, "beta": p.beta, "loss_type": loss_type, "loss_weights": weights,
+            "max_length": None}  # vistune's tokeniser has already dropped pairs that do not fit
+
+
+def build_run(config: RunConfig, skips):
+    """Model, pairs and collator. The auto switches resolve to what this stage supports: no packing (TRL's rows
+    are chosen / rejected pairs), no Liger (TRL fuses its own log-prob head), checkpointing on."""
+    from vistune.train.build import BuiltRun
+
+    if config.data.packing is True or config.optim.liger is True:
+        raise ConfigError("stage prefer supports neither data.packing nor optim.liger: set them to false")
+    config.data.packing, config.optim.liger = False, False
+    if config.optim.gradient_checkpointing not in (True, False):
+        config.optim.gradient_checkpointing = True
+    model, processor = build_model(config)
+    dataset, collator = build_dataset(config, processor, model, skips)
+    return BuiltRun(model, processor, dataset, collator, [])
 
 
 def build_dataset(config: RunConfig, processor, model, skips):
