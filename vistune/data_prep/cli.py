@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("--n", type=int, default=1000, help="training images")
     y.add_argument("--seed", type=int, default=0)
     y.add_argument("--image-size", type=int, default=64)
+    y.add_argument("--prefer", type=int, default=0, metavar="N",
+                   help="also write N preference pairs (prefer.json, + prefer_heldout.json) for stage prefer")
     y.set_defaults(func=_synth)
 
     p = sub.add_parser("preprocess-images", help="write every image padded to square and resized for the vision "
@@ -65,6 +68,12 @@ def _validate(args) -> int:
             json.dump(report.to_dict(first=50), f, indent=1)
         print(f"report: {args.report}")
     if args.fix:
+        from vistune.data_prep.preference import is_preference_data
+
+        if is_preference_data(args.data, args.format):
+            print("error: --fix writes conversation records; for preference pairs, drop the ids listed above",
+                  file=sys.stderr)
+            return 2
         print(f"fixed: {write_records(report.good, args.fix, 'llava')} ({len(report.good)} records)")
     return 0 if report.ok else 1
 
@@ -90,8 +99,14 @@ def _convert(args) -> int:
 def _synth(args) -> int:
     from vistune.data_prep import synthesize
 
-    for name, path in synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size).items():
-        print(f"{name:9s} {path}")
+    paths = synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size)
+    if args.prefer:
+        from vistune.data_prep.synth import synthesize_preferences
+
+        paths.update(synthesize_preferences(args.out, n=args.prefer, seed=args.seed + 1,
+                                            n_heldout=max(40, args.prefer // 3), image_size=args.image_size))
+    for name, path in paths.items():
+        print(f"{name:14s} {path}")
     return 0
 
 

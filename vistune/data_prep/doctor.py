@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vistune.data_prep.images import load_image
+from vistune.data_prep.preference import is_preference_data
 from vistune.data_prep.readers import load_records
 from vistune.data_prep.records import PROBLEMS, Record, RecordError
 from vistune.data_prep.skips import SkipLog
@@ -68,6 +69,9 @@ def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: s
     data = Path(data)
     root = Path(image_root) if image_root else (data if data.is_dir() else data.parent)
     errors, warnings = SkipLog(), SkipLog()
+    if is_preference_data(data, fmt):
+        return diagnose_pairs(data, root, errors, warnings, template=template, max_length=max_length, fmt=fmt,
+                              workers=workers, text_side=text_side or load_text_side(model))
     records = load_records(data, fmt=fmt, skips=errors)
     report = Report(str(data), len(records) + len(errors), errors, warnings)
     bad_images = check_images(records, root, workers)
@@ -87,6 +91,28 @@ def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: s
         report.good.append(record)
         report.token_lengths.append(len(tok.input_ids))
         report.images_per_record[len(record.images)] += 1
+    return report
+
+
+def diagnose_pairs(data: Path, root: Path, errors: SkipLog, warnings: SkipLog, *, template: str | None,
+                   max_length: int, fmt: str, workers: int, text_side) -> Report:
+    """The doctor for preference pairs: the checks the prefer stage's reader, tokeniser and image loader make."""
+    from vistune.data_prep.preference import load_pairs, tokenize_pairs
+
+    pairs = load_pairs(data, fmt=fmt, skips=errors)
+    report = Report(str(data), len(pairs) + len(errors), errors, warnings)
+    bad_images = check_images([p.chosen for p in pairs], root, workers)
+    chosen = get_template(template or text_side.template)
+    for pair, tok in tokenize_pairs(pairs, text_side.tokenizer, chosen, num_image_tokens=text_side.num_image_tokens,
+                                    max_length=max_length):
+        problem = bad_images.get(pair.id) or (tok if isinstance(tok, RecordError) else None)
+        if problem is not None:
+            errors.add(id=pair.id, source=str(data), problem=problem.problem, reason=str(problem),
+                       stage="validate", field=problem.field)
+            continue
+        report.good.append(pair.chosen)
+        report.token_lengths.append(max(len(tok.chosen_ids), len(tok.rejected_ids)))
+        report.images_per_record[tok.num_images] += 1
     return report
 
 

@@ -59,12 +59,19 @@ def lora_target_regex(model: torch.nn.Module, target_modules: list[str] | None =
 
 def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False):
     """Wraps a composed Llava model in a PeftModel; for a 4-bit LLM, prepares it for k-bit training first."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    settings = settings or LoraSettings()
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    config = LoraConfig(
+    return get_peft_model(model, lora_config(model, settings))
+
+
+def lora_config(model, settings: LoraSettings | None = None):
+    """The peft.LoraConfig vistune attaches: `settings` on the LLM's linear layers only."""
+    from peft import LoraConfig
+
+    settings = settings or LoraSettings()
+    return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -73,4 +80,3 @@ def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpoint
         task_type="CAUSAL_LM",
         **settings.extra,
     )
-    return get_peft_model(model, config)

@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def uses_4bit(config: RunConfig) -> bool:
-    return config.stage == "instruct" and config.method == "qlora"
+    return config.stage != "align" and config.method == "qlora"
 
 
 def uses_lora(config: RunConfig) -> bool:
-    return config.stage == "instruct" and config.method in ("lora", "qlora")
+    return config.stage != "align" and config.method in ("lora", "qlora")
 
 
 def projector_file(path: str) -> Path:
@@ -67,7 +67,31 @@ def build_run(config: RunConfig, skips) -> BuiltRun:
 
 def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
-    from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
+    from vistune.model import apply_stage_policy, attach_lora
+
+    model, processor, base_adapter = compose_model(config)
+    if uses_lora(config) and base_adapter is not None:
+        from vistune.model.base import continue_adapter
+
+        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
+        log.info("continuing the base's adapter %s", base_adapter)
+    elif uses_lora(config):
+        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing is True)
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    return model, processor
+
+
+def lora_settings(config: RunConfig):
+    from vistune.model import LoraSettings
+
+    return LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                        target_modules=config.lora.target_modules)
+
+
+def compose_model(config: RunConfig):
+    """(model, processor, the adapter dir of a base+lora model.base to continue, or None): the LLaVA from
+    model.base or composed from its parts (vision, LLM, projector), nothing attached yet."""
+    from vistune.model import build_llava, load_projector
 
     resolve_packing(config)
     base_adapter = None
@@ -89,21 +113,17 @@ def build_model(config: RunConfig):
     elif config.model.projector:
         load_projector(model, projector_file(config.model.projector))
         log.info("projector initialised from %s", config.model.projector)
-    elif config.stage == "instruct":
-        log.warning("instruct stage without model.projector: the projector starts untrained (no stage-1 alignment)")
+    elif config.stage != "align":
+        log.warning("%s stage without model.projector: the projector starts untrained (no stage-1 alignment)",
+                    config.stage)
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if uses_lora(config) and base_adapter is not None:
-        from vistune.model.base import continue_adapter
+    return model, processor, base_adapter
 
-        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
-        log.info("continuing the base's adapter %s", base_adapter)
-    elif uses_lora(config):
-        settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                                target_modules=config.lora.target_modules)
-        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing is True)
-    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
-    return model, processor
+
+def continues_base_adapter(config: RunConfig) -> bool:
+    """instruct with LoRA may continue a base+lora base's adapter; prefer always folds it in (it is the reference)."""
+    return config.stage == "instruct" and uses_lora(config)
 
 
 def load_base_model(config: RunConfig):
@@ -113,7 +133,7 @@ def load_base_model(config: RunConfig):
     model, processor, adapter = load_base(
         config.model.base, dtype=config.model.dtype, load_in_4bit=uses_4bit(config),
         attn_implementation=attention_implementation(config), allow_pickle=config.model.allow_pickle,
-        adapter=config.model.base_adapter if uses_lora(config) else "merge", vision=config.model.base_vision,
+        adapter=config.model.base_adapter if continues_base_adapter(config) else "merge", vision=config.model.base_vision,
     )
     jinja = chat_template_of(config.template) if config.template != "auto" else None
     if jinja:

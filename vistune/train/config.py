@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "prefer")
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "orpo", "simpo")
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -107,13 +108,24 @@ class EvalConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """Stage prefer: where it starts and which TRL preference loss it optimises."""
+
+    start: str = ""  # stage-2 run / checkpoint dir or vistune export to start from; "" = compose from model.*
+    loss: str = "sigmoid"  # sigmoid (DPO), ipo, orpo or simpo (see vistune.train.prefer for the TRL class of each)
+    beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight)
+    sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha)
+
+
+@dataclass
 class RunConfig:
-    stage: str = "instruct"  # align (projector only) or instruct (LoRA / QLoRA / full + projector)
-    method: str = "lora"  # instruct method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
+    stage: str = "instruct"  # align (projector only), instruct (LoRA / QLoRA / full + projector) or prefer (DPO family)
+    method: str = "lora"  # instruct / prefer method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
     model: ModelConfig = field(default_factory=ModelConfig)  # which parts are composed, and how
     data: DataConfig = field(default_factory=DataConfig)  # what is trained on
     lora: LoraConfig = field(default_factory=LoraConfig)  # adapter settings for lora / qlora
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation hyper-parameters
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # the prefer stage's start and loss
     deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json ...); None = plain DDP
     output_dir: str = "runs/default"  # where outputs, checkpoints and log.jsonl go
     save_steps: int = 500  # checkpoint every N optimizer steps (0 = only at the end)
@@ -133,6 +145,7 @@ class RunConfig:
         if self.optim.cross_entropy == "default":  # the name before chunked became the default
             self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
+        _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
         for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
             _auto_or_bool(self, key)
         if self.optim.checkpoint_layers < 0:

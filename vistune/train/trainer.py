@@ -115,9 +115,13 @@ class VistuneTrainer(Trainer):
         if inputs.get("pixel_values") is None:
             inputs.pop("pixel_values", None)
             inputs = self._text_only_inputs(inputs)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss, outputs = self.loss_and_outputs(model, inputs, num_items_in_batch)
         self._check_finite(loss, [str(i) for i in ids])
         return (loss, outputs) if return_outputs else loss
+
+    def loss_and_outputs(self, model, inputs: dict, num_items_in_batch=None):
+        """(loss, model outputs or None) of the wrapped trainer: the one seam a stage with its own loss overrides."""
+        return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
 
     def _empty_batch_loss(self, model, inputs: dict, return_outputs: bool):
         """Every sample of the batch was skipped (e.g. all images failed): a one-token forward through every
@@ -153,6 +157,9 @@ class VistuneTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is not None:
             out["labels"] = torch.cat([labels, torch.full_like(extra, -100, dtype=labels.dtype)], dim=1)
+        scored = inputs.get("completion_mask")  # preference batches: the dummy image's tokens are never scored
+        if scored is not None:
+            out["completion_mask"] = torch.cat([scored, torch.zeros_like(extra, dtype=scored.dtype)], dim=1)
         vcfg = cfg.vision_config
         tower = llava.model.vision_tower
         dtype = next(tower.parameters()).dtype
