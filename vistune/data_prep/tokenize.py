@@ -44,6 +44,16 @@ def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_
 def tokenize_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: int,
                      max_length: int, batch_size: int = 1024) -> Iterator[tuple[Record, TokenizedRecord | RecordError]]:
     """`tokenize_record` for many records, encoding a batch at a time (the fast tokenizer runs it in parallel)."""
+    yield from _tokenize_many(records, tokenizer, template, num_image_tokens, max_length, batch_size, _assemble)
+
+
+def compact_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: int,
+                    max_length: int, batch_size: int = 1024) -> Iterator[tuple[Record, CompactRecord | RecordError]]:
+    """`tokenize_records` without the image expansion (the cache's form); same skips, same truncation."""
+    yield from _tokenize_many(records, tokenizer, template, num_image_tokens, max_length, batch_size, _compact)
+
+
+def _tokenize_many(records, tokenizer, template, num_image_tokens, max_length, batch_size, assemble):
     for start in range(0, len(records), batch_size):
         batch, rendered = records[start : start + batch_size], []
         for record in batch:
@@ -59,7 +69,7 @@ def tokenize_records(records: list[Record], tokenizer, template: Template, *, nu
                 continue
             ids, offsets = next(encoded)
             try:
-                yield record, _assemble(record, r, ids, offsets, tokenizer, num_image_tokens, max_length)
+                yield record, assemble(record, r, ids, offsets, tokenizer, num_image_tokens, max_length)
             except RecordError as err:
                 yield record, err
 
@@ -73,8 +83,43 @@ def _render(record: Record, tokenizer, template: Template) -> Rendered:
         raise RecordError("tokenization", f"template {template.name!r} cannot render the record: {err}") from err
 
 
+@dataclass
+class CompactRecord:
+    """A tokenised record before image expansion: what the cache stores (one placeholder id per image)."""
+
+    ids: list[int]  # token ids after truncation, each image still one `<image>` id
+    supervised: list[bool]  # per id: trained on (image placeholders never are)
+    num_images: int  # images the ids hold
+    turns_kept: int  # assistant turns kept after truncation
+    turns_total: int  # assistant turns in the record
+
+
+def expand_images(ids: list[int], supervised: list[bool], image_id: int, num_image_tokens: int) -> tuple[list, list]:
+    """(input_ids, labels): each image placeholder becomes num_image_tokens image ids (never supervised).
+
+    The one place image tokens are expanded: the in-memory path calls it at tokenisation, the cache at collate
+    time; a per-image count (LLaVA-NeXT) would plug in here."""
+    input_ids, labels = [], []
+    for tok, sup in zip(ids, supervised, strict=True):
+        if tok == image_id:
+            input_ids += [image_id] * num_image_tokens
+            labels += [IGNORE_INDEX] * num_image_tokens
+        else:
+            input_ids.append(tok)
+            labels.append(tok if sup else IGNORE_INDEX)
+    return input_ids, labels
+
+
 def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
               num_image_tokens: int, max_length: int) -> TokenizedRecord:
+    compact = _compact(record, rendered, ids, offsets, tokenizer, num_image_tokens, max_length)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    input_ids, labels = expand_images(compact.ids, compact.supervised, image_id, num_image_tokens)
+    return TokenizedRecord(input_ids, labels, compact.num_images, compact.turns_kept, compact.turns_total)
+
+
+def _compact(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
+             num_image_tokens: int, max_length: int) -> CompactRecord:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     found = ids.count(image_id)
     if found != len(record.images):
@@ -85,18 +130,10 @@ def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[
     if cut == 0:
         raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
                           f"({_expanded_length(ids, image_id, num_image_tokens)} in all)")
-    input_ids, labels = [], []
-    for tok, sup in zip(ids[:cut], supervised[:cut], strict=True):
-        if tok == image_id:
-            input_ids += [image_id] * num_image_tokens
-            labels += [IGNORE_INDEX] * num_image_tokens
-        else:
-            input_ids.append(tok)
-            labels.append(tok if sup else IGNORE_INDEX)
-    result = TokenizedRecord(input_ids, labels, len(record.images), kept, len(rendered.spans))
-    if result.num_supervised == 0:
+    sup = [s and t != image_id for t, s in zip(ids[:cut], supervised[:cut], strict=True)]
+    if not any(sup):
         raise RecordError("no_supervised_tokens", "no token is supervised after templating and truncation")
-    return result
+    return CompactRecord(ids[:cut], sup, len(record.images), kept, len(rendered.spans))
 
 
 def encode_prompt(text: str, tokenizer, num_image_tokens: int) -> list[int]:

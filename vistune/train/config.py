@@ -20,6 +20,7 @@ METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
+LOADERS = ("auto", "cache", "memory", "stream")
 CROSS_ENTROPY = ("default", "chunked")
 
 
@@ -51,6 +52,9 @@ class DataConfig:
     group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
     packing: bool = False  # padding-free: a batch's samples in one row, per-sample positions, no cross attention
+    loader: str = "auto"  # auto (stream a dir of .tar shards, else cache), cache (tokenised once, shared), memory, stream
+    cache_dir: str = ""  # where tokenised caches live ("" = $VISTUNE_CACHE/tokenized, ~/.cache/vistune/tokenized)
+    shuffle_buffer: int = 1000  # stream: samples in the seeded shuffle buffer (length grouping happens inside it)
 
 
 @dataclass
@@ -103,6 +107,7 @@ class RunConfig:
         _choice("optim.scheduler", self.optim.scheduler, SCHEDULERS)
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
+        _choice("data.loader", self.data.loader, LOADERS)
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
             self.optim.gradient_checkpointing = self.stage != "align"

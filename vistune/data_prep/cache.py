@@ -1,0 +1,307 @@
+"""The tokenised cache: a data file tokenised once, on every core, into a memory-mapped Arrow file every rank shares.
+
+Each record is stored compact (int32 ids with one placeholder per image, supervised runs as [start, end) pairs,
+lengths, image paths, ids); `CachedDataset` expands the images when an item is read, so a process holds only
+the pages it touches. The key hashes the data file's bytes with everything that changes tokenisation, so a
+repeated run, a resume or the doctor reuses it and anything else builds its own. Skipped records live beside it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vistune.data_prep.records import Record, RecordError
+from vistune.data_prep.skips import Skip, SkipLog
+from vistune.data_prep.templates import Template
+from vistune.data_prep.tokenize import CompactRecord, compact_records
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the stored layout or the tokenisation rules change
+TABLE_FILE = "records.arrow"
+SKIPS_FILE = "skipped.jsonl"
+INFO_FILE = "info.json"
+CHUNK = 4096  # records per worker task (and per Arrow record batch)
+
+
+@dataclass
+class CacheKey:
+    """Everything that decides a cached record's contents."""
+
+    data: str  # blake2b of the data file's bytes (or of a dataset directory's files)
+    tokenizer: str  # fingerprint of the tokenizer (vocabulary, merges, added tokens, specials)
+    template: str  # the template's name and definition
+    max_length: int  # tokens per sample, image tokens included
+    image_tokens: str  # the image-token rule ("fixed:576"): decides truncation and too_long
+    fmt: str  # the reader's format argument
+    version: str  # vistune version + CACHE_VERSION
+
+    def digest(self) -> str:
+        return hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VISTUNE_CACHE", Path.home() / ".cache" / "vistune")) / "tokenized"
+
+
+def hash_path(path: str | Path, chunk: int = 8 << 20) -> str:
+    """blake2b of a file's bytes (a directory: of its files' names and bytes, in sorted order)."""
+    path = Path(path)
+    h = hashlib.blake2b(digest_size=16)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path)).encode() if path.is_dir() else b"")
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr([type(tokenizer).__name__, tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token,
+                   getattr(tokenizer, "chat_template", None), len(tokenizer)]).encode())
+    return h.hexdigest()
+
+
+def cache_key(path, tokenizer, template: Template, *, num_image_tokens: int, max_length: int,
+              fmt: str = "auto") -> CacheKey:
+    from vistune import __version__
+
+    return CacheKey(data=hash_path(path), tokenizer=tokenizer_fingerprint(tokenizer),
+                    template=f"{template.name}:{template!r}", max_length=max_length,
+                    image_tokens=f"fixed:{num_image_tokens}", fmt=fmt, version=f"{__version__}+{CACHE_VERSION}")
+
+
+# -- building ------------------------------------------------------------------------------------------------------
+
+def ensure_cache(path: str | Path, tokenizer, template: Template, *, num_image_tokens: int, max_length: int,
+                 fmt: str = "auto", cache_dir: str | Path | None = None, workers: int | None = None,
+                 progress: bool = False) -> Path:
+    """The cache directory for this data + tokenisation, built now if no earlier run built it.
+
+    Under torch.distributed the local rank 0 of each node builds while the others wait at a barrier; a file
+    lock and an atomic rename keep two independent runs from clobbering each other (the second waits, then
+    reuses)."""
+    key = cache_key(path, tokenizer, template, num_image_tokens=num_image_tokens, max_length=max_length, fmt=fmt)
+    target = Path(cache_dir or default_cache_dir()) / key.digest()
+    distributed = _dist_initialized()
+    if not distributed or int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        _build_locked(target, key, path, tokenizer, template, num_image_tokens, max_length, fmt, workers, progress)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if not (target / INFO_FILE).exists():  # a node without the builder's file system: build its own
+            _build_locked(target, key, path, tokenizer, template, num_image_tokens, max_length, fmt, workers, progress)
+    return target
+
+
+def _dist_initialized() -> bool:
+    try:
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized()
+    except ImportError:
+        return False
+
+
+def _build_locked(target: Path, key: CacheKey, path, tokenizer, template, n_img, max_length, fmt, workers, progress):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run building the same cache finishes first
+        if (target / INFO_FILE).exists():
+            return
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        start = time.time()
+        info = build_cache(tmp, path, tokenizer, template, num_image_tokens=n_img, max_length=max_length, fmt=fmt,
+                           workers=workers, progress=progress)
+        info.update(key=asdict(key), seconds=round(time.time() - start, 1), pid=os.getpid())
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+        os.replace(tmp, target)
+        log.info("tokenised cache for %s: %d records in %.0f s -> %s", path, info["records"], info["seconds"], target)
+
+
+_JOB: dict = {}  # what forked tokeniser workers read (records, tokenizer, ...): inherited, never pickled
+
+
+def build_cache(out: Path, path, tokenizer, template: Template, *, num_image_tokens: int, max_length: int,
+                fmt: str = "auto", workers: int | None = None, progress: bool = False) -> dict:
+    """Reads `path`, tokenises every record on `workers` processes, writes the Arrow table and the skips."""
+    import pyarrow as pa
+
+    from vistune.data_prep.readers import load_records
+
+    source = str(path)
+    skips = SkipLog()
+    records = load_records(path, fmt=fmt, skips=skips)
+    chunks = [(i, min(i + CHUNK, len(records))) for i in range(0, len(records), CHUNK)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
+    _JOB.update(records=records, tokenizer=tokenizer, template=template, n_img=num_image_tokens,
+                max_length=max_length)
+    bar = _progress(len(records), "tokenising") if progress else None
+    kept = 0
+    try:
+        with pa.OSFile(str(out / TABLE_FILE), "wb") as sink, pa.ipc.new_file(sink, _schema()) as writer:
+            results = (map(_tokenize_chunk, chunks) if workers == 1 else
+                       multiprocessing.get_context("fork").Pool(workers).imap(_tokenize_chunk, chunks))
+            for batch, errors in results:
+                for index, problem, reason, field in errors:
+                    skips.add(id=records[index].id, source=source, problem=problem, reason=reason, stage="tokenize",
+                              field=field)
+                if batch.num_rows:
+                    writer.write_batch(batch)
+                kept += batch.num_rows
+                if bar:
+                    bar.update(batch.num_rows + len(errors))
+    finally:
+        _JOB.clear()
+        if bar:
+            bar.close()
+    skips.write_jsonl(out / SKIPS_FILE)
+    return {"source": source, "records": kept, "skipped": len(skips), "num_image_tokens": num_image_tokens}
+
+
+def _progress(total: int, what: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="rec", mininterval=2.0)
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("id", pa.string()),
+        ("images", pa.list_(pa.string())),
+        ("image_root", pa.string()),
+        ("input_ids", pa.list_(pa.int32())),  # one IMAGE_TOKEN id per image
+        ("supervised", pa.list_(pa.int32())),  # [start, end) runs of supervised positions in input_ids
+        ("length", pa.int32()),  # tokens after image expansion
+        ("turns_kept", pa.int16()),
+        ("turns_total", pa.int16()),
+    ])
+
+
+def _tokenize_chunk(span: tuple[int, int]):
+    """One worker task: records[a:b] -> (Arrow record batch of the good ones, [(index, problem, reason, field)])."""
+    import pyarrow as pa
+
+    a, b = span
+    job = _JOB
+    rows = {k: [] for k in ("id", "images", "image_root", "input_ids", "supervised", "length", "turns_kept",
+                            "turns_total")}
+    errors = []
+    pairs = compact_records(job["records"][a:b], job["tokenizer"], job["template"], num_image_tokens=job["n_img"],
+                            max_length=job["max_length"])
+    for offset, (record, tok) in enumerate(pairs):
+        if isinstance(tok, RecordError):
+            errors.append((a + offset, tok.problem, str(tok), tok.field))
+            continue
+        rows["id"].append(record.id)
+        rows["images"].append(record.images)
+        rows["image_root"].append(record.image_root)
+        rows["input_ids"].append(tok.ids)
+        rows["supervised"].append(_runs(tok.supervised))
+        rows["length"].append(len(tok.ids) + tok.num_images * (job["n_img"] - 1))
+        rows["turns_kept"].append(tok.turns_kept)
+        rows["turns_total"].append(tok.turns_total)
+    return pa.RecordBatch.from_pydict(rows, schema=_schema()), errors
+
+
+def _runs(mask: list[bool]) -> list[int]:
+    """[start, end, start, end, ...] of the True runs of `mask`."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(m[1:] != m[:-1])
+    return edges.tolist()
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
+
+class CachedTable:
+    """The memory-mapped cache: per-record compact ids, supervision and metadata without copying them."""
+
+    def __init__(self, directory: str | Path):
+        import pyarrow as pa
+
+        self.directory = Path(directory)
+        self.info = json.loads((self.directory / INFO_FILE).read_text())
+        self._source = pa.memory_map(str(self.directory / TABLE_FILE), "r")
+        reader = pa.ipc.open_file(self._source)
+        self.batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        sizes = np.array([b.num_rows for b in self.batches], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])
+        self.num_rows = int(self.starts[-1])
+        self._lengths = None
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def _locate(self, i: int):
+        if not 0 <= i < self.num_rows:
+            raise IndexError(i)
+        b = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return self.batches[b], i - int(self.starts[b])
+
+    def compact(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int32 with one placeholder per image, supervised runs [start, end, ...]) of row i (zero-copy)."""
+        batch, j = self._locate(i)
+        return _list_row(batch.column(3), j), _list_row(batch.column(4), j)
+
+    def meta(self, i: int) -> dict:
+        batch, j = self._locate(i)
+        return {"id": batch.column(0)[j].as_py(), "images": batch.column(1)[j].as_py(),
+                "image_root": batch.column(2)[j].as_py(), "turns_kept": batch.column(6)[j].as_py(),
+                "turns_total": batch.column(7)[j].as_py()}
+
+    def column(self, name: str) -> np.ndarray:
+        """A scalar column for every row (lengths, turns) as one numpy array."""
+        return np.concatenate([b.column(name).to_numpy() for b in self.batches]) if self.batches else np.zeros(0)
+
+    def num_images(self) -> np.ndarray:
+        return np.concatenate([np.diff(b.column(1).offsets.to_numpy()) for b in self.batches]) \
+            if self.batches else np.zeros(0, dtype=np.int32)
+
+    def skips(self) -> list[Skip]:
+        """The records the build skipped (read and tokenise stages), in the order the in-memory path skips them."""
+        return list(SkipLog.read_jsonl(self.directory / SKIPS_FILE))
+
+
+def _list_row(column, j: int) -> np.ndarray:
+    offsets = column.offsets
+    a, b = offsets[j].as_py(), offsets[j + 1].as_py()
+    return column.values.slice(a, b - a).to_numpy(zero_copy_only=True)
+
+
+def expand_row(ids: np.ndarray, runs: np.ndarray, image_id: int, num_image_tokens: int) -> tuple[list, list]:
+    """Compact row -> (input_ids, labels) exactly as `tokenize_records` produces them."""
+    from vistune.data_prep.tokenize import expand_images
+
+    supervised = np.zeros(len(ids), dtype=bool)
+    for a, b in zip(runs[0::2], runs[1::2], strict=True):
+        supervised[a:b] = True
+    return expand_images(ids.tolist(), supervised.tolist(), image_id, num_image_tokens)
+
+
+def record_of(meta: dict) -> Record:
+    """A Record carrying what the image loader needs (id, images, image root); the turns stay in the cache."""
+    return Record(id=meta["id"], images=meta["images"], turns=[], image_root=meta["image_root"])
+
+
+__all__ = ["CacheKey", "CachedTable", "CompactRecord", "build_cache", "cache_key", "default_cache_dir",
+           "ensure_cache", "expand_row", "hash_path", "record_of"]
