@@ -32,6 +32,7 @@ CACHE_VERSION = 1  # bump when the stored layout or the tokenisation rules chang
 TABLE_FILE = "records.arrow"
 SKIPS_FILE = "skipped.jsonl"
 INFO_FILE = "info.json"
+DROPPED_FILE = "dropped_images.jsonl"
 CHUNK = 4096  # records per worker task (and per Arrow record batch)
 
 
@@ -68,12 +69,12 @@ def hash_path(path: str | Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
+def tokenizer_fingerprint(tokenizer, with_chat_template: bool = True) -> str:
     h = hashlib.blake2b(digest_size=12)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
     h.update(repr([type(tokenizer).__name__, tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token,
-                   getattr(tokenizer, "chat_template", None), len(tokenizer)]).encode())
+                   getattr(tokenizer, "chat_template", None) if with_chat_template else None, len(tokenizer)]).encode())
     return h.hexdigest()
 
 
@@ -81,7 +82,7 @@ def cache_key(path, tokenizer, template: Template, *, num_image_tokens: int, max
               fmt: str = "auto") -> CacheKey:
     from vistune import __version__
 
-    return CacheKey(data=hash_path(path), tokenizer=tokenizer_fingerprint(tokenizer),
+    return CacheKey(data=hash_path(path), tokenizer=tokenizer_fingerprint(tokenizer, template.jinja is None),
                     template=f"{template.name}:{template!r}", max_length=max_length,
                     image_tokens=f"fixed:{num_image_tokens}", fmt=fmt, version=f"{__version__}+{CACHE_VERSION}")
 
@@ -155,7 +156,7 @@ def build_cache(out: Path, path, tokenizer, template: Template, *, num_image_tok
     _JOB.update(records=records, tokenizer=tokenizer, template=template, n_img=num_image_tokens,
                 max_length=max_length)
     bar = _progress(len(records), "tokenising") if progress else None
-    kept = 0
+    kept, dropped = 0, []  # dropped: the tokenise-skipped records' images, for the doctor's image checks
     try:
         with pa.OSFile(str(out / TABLE_FILE), "wb") as sink, pa.ipc.new_file(sink, _schema()) as writer:
             results = (map(_tokenize_chunk, chunks) if workers == 1 else
@@ -164,6 +165,8 @@ def build_cache(out: Path, path, tokenizer, template: Template, *, num_image_tok
                 for index, problem, reason, field in errors:
                     skips.add(id=records[index].id, source=source, problem=problem, reason=reason, stage="tokenize",
                               field=field)
+                    r = records[index]
+                    dropped.append({"position": index, "id": r.id, "images": r.images, "image_root": r.image_root})
                 if batch.num_rows:
                     writer.write_batch(batch)
                 kept += batch.num_rows
@@ -174,6 +177,7 @@ def build_cache(out: Path, path, tokenizer, template: Template, *, num_image_tok
         if bar:
             bar.close()
     skips.write_jsonl(out / SKIPS_FILE)
+    (out / DROPPED_FILE).write_text("".join(json.dumps(d) + "\n" for d in dropped))
     return {"source": source, "records": kept, "skipped": len(skips), "num_image_tokens": num_image_tokens}
 
 
@@ -195,6 +199,7 @@ def _schema():
         ("length", pa.int32()),  # tokens after image expansion
         ("turns_kept", pa.int16()),
         ("turns_total", pa.int16()),
+        ("position", pa.int32()),  # the record's position among the file's readable records
     ])
 
 
@@ -205,7 +210,7 @@ def _tokenize_chunk(span: tuple[int, int]):
     a, b = span
     job = _JOB
     rows = {k: [] for k in ("id", "images", "image_root", "input_ids", "supervised", "length", "turns_kept",
-                            "turns_total")}
+                            "turns_total", "position")}
     errors = []
     pairs = compact_records(job["records"][a:b], job["tokenizer"], job["template"], num_image_tokens=job["n_img"],
                             max_length=job["max_length"])
@@ -221,6 +226,7 @@ def _tokenize_chunk(span: tuple[int, int]):
         rows["length"].append(len(tok.ids) + tok.num_images * (job["n_img"] - 1))
         rows["turns_kept"].append(tok.turns_kept)
         rows["turns_total"].append(tok.turns_total)
+        rows["position"].append(a + offset)
     return pa.RecordBatch.from_pydict(rows, schema=_schema()), errors
 
 
@@ -276,6 +282,11 @@ class CachedTable:
     def num_images(self) -> np.ndarray:
         return np.concatenate([np.diff(b.column(1).offsets.to_numpy()) for b in self.batches]) \
             if self.batches else np.zeros(0, dtype=np.int32)
+
+    def dropped_images(self) -> list[dict]:
+        """{"position", "id", "images", "image_root"} of each record the tokeniser skipped (the doctor checks them)."""
+        lines = (self.directory / DROPPED_FILE).read_text().splitlines()
+        return [json.loads(x) for x in lines if x.strip()]
 
     def skips(self) -> list[Skip]:
         """The records the build skipped (read and tokenise stages), in the order the in-memory path skips them."""

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--report", help="write the full report as JSON here")
     v.add_argument("--fix", metavar="OUT", help="write the records without errors here (LLaVA JSON); records with "
                    "a literal <image> where no image belongs are dropped, never rewritten")
-    v.add_argument("--workers", type=int, default=8, help="parallel image checks")
+    v.add_argument("--workers", type=int, default=None, help="processes for tokenising and image checks (default: every core)")
     v.set_defaults(func=_validate)
 
     s = sub.add_parser("stats", help="records, modalities, turns, images and text lengths")
@@ -58,7 +58,8 @@ def _validate(args) -> int:
     from vistune.data_prep.doctor import diagnose
 
     report = diagnose(args.data, image_root=args.image_root, model=args.model, template=args.template,
-                      max_length=args.max_length, fmt=args.format, workers=args.workers)
+                      max_length=args.max_length, fmt=args.format, workers=args.workers,
+                      keep_records=bool(args.fix), progress=True)
     print(report.format())
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
