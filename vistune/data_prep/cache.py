@@ -130,55 +130,157 @@ def _build_locked(target: Path, key: CacheKey, path, tokenizer, template, n_img,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         start = time.time()
-        info = build_cache(tmp, path, tokenizer, template, num_image_tokens=n_img, max_length=max_length, fmt=fmt,
+        info = build_in_child(tmp, path, tokenizer, template, num_image_tokens=n_img, max_length=max_length, fmt=fmt,
                            workers=workers, progress=progress)
         info.update(key=asdict(key), seconds=round(time.time() - start, 1), pid=os.getpid())
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
         os.replace(tmp, target)
+        with open(target.parent / "builds.log", "a", encoding="utf-8") as f:  # one line per build, for the curious
+            f.write(json.dumps({"cache": target.name, "source": str(path), "records": info["records"],
+                                "seconds": info["seconds"], "pid": os.getpid()}) + "\n")
         log.info("tokenised cache for %s: %d records in %.0f s -> %s", path, info["records"], info["seconds"], target)
 
 
-_JOB: dict = {}  # what forked tokeniser workers read (records, tokenizer, ...): inherited, never pickled
+_JOB: dict = {}  # what forked workers read (raw items, tokenizer, ...): inherited, never pickled
+
+
+def build_in_child(*args, **kwargs) -> dict:
+    """`build_cache` in a forked process: the builder's peak memory (the whole JSON parsed) never stays in ours."""
+    parent, child = multiprocessing.get_context("fork").Pipe(duplex=False)
+    proc = multiprocessing.get_context("fork").Process(target=_child_build, args=(child, args, kwargs))
+    proc.start()
+    child.close()
+    try:
+        ok, value = parent.recv()
+    except EOFError:
+        ok, value = False, RuntimeError(f"the cache builder died (exit code {proc.join() or proc.exitcode})")
+    proc.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _child_build(conn, args, kwargs) -> None:
+    try:
+        conn.send((True, build_cache(*args, **kwargs)))
+    except BaseException as err:  # noqa: BLE001 - handed to the parent, which raises it
+        conn.send((False, err))
+    finally:
+        conn.close()
 
 
 def build_cache(out: Path, path, tokenizer, template: Template, *, num_image_tokens: int, max_length: int,
                 fmt: str = "auto", workers: int | None = None, progress: bool = False) -> dict:
-    """Reads `path`, tokenises every record on `workers` processes, writes the Arrow table and the skips."""
+    """Reads `path`, parses and tokenises its records on `workers` processes, writes the Arrow table and skips.
+
+    Same records, order, skips and reasons as load_records + tokenize_records: workers parse and tokenise
+    chunks; this process then drops later duplicates of an id in file order, as the reader does."""
     import pyarrow as pa
 
-    from vistune.data_prep.readers import load_records
+    from vistune.data_prep.readers import iter_raw
 
     source = str(path)
-    skips = SkipLog()
-    records = load_records(path, fmt=fmt, skips=skips)
-    chunks = [(i, min(i + CHUNK, len(records))) for i in range(0, len(records), CHUNK)]
+    items = list(iter_raw(Path(path), fmt))
+    chunks = [(i, min(i + CHUNK, len(items))) for i in range(0, len(items), CHUNK)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
-    _JOB.update(records=records, tokenizer=tokenizer, template=template, n_img=num_image_tokens,
+    _JOB.update(items=items, fmt=fmt, tokenizer=tokenizer, template=template, n_img=num_image_tokens,
                 max_length=max_length)
-    bar = _progress(len(records), "tokenising") if progress else None
-    kept, dropped = 0, []  # dropped: the tokenise-skipped records' images, for the doctor's image checks
+    bar = _progress(len(items), "tokenising") if progress else None
+    read_skips, token_skips, dropped, seen, kept = SkipLog(), SkipLog(), [], set(), 0
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     try:
         with pa.OSFile(str(out / TABLE_FILE), "wb") as sink, pa.ipc.new_file(sink, _schema()) as writer:
-            results = (map(_tokenize_chunk, chunks) if workers == 1 else
-                       multiprocessing.get_context("fork").Pool(workers).imap(_tokenize_chunk, chunks))
-            for batch, errors in results:
-                for index, problem, reason, field in errors:
-                    skips.add(id=records[index].id, source=source, problem=problem, reason=reason, stage="tokenize",
-                              field=field)
-                    r = records[index]
-                    dropped.append({"position": index, "id": r.id, "images": r.images, "image_root": r.image_root})
+            results = pool.imap(_work_chunk, chunks) if pool else map(_work_chunk, chunks)
+            for batch, outcomes in results:
+                keep = []
+                for index, rid, images, root, err in outcomes:
+                    if err is not None and err[3] == "read":
+                        read_skips.add(id=rid, source=source, problem=err[0], reason=err[1], stage="read",
+                                       index=index, field=err[2])
+                        continue
+                    if rid in seen:
+                        problem = f"id {rid!r} was already used by an earlier record"
+                        read_skips.add(id=_raw_id_of(items[index]), source=source, problem="duplicate_id",
+                                       reason=problem, stage="read", index=index, field="id")
+                        if err is None:
+                            keep.append(False)
+                        continue
+                    seen.add(rid)
+                    if err is not None:
+                        token_skips.add(id=rid, source=source, problem=err[0], reason=err[1], stage="tokenize",
+                                        field=err[2])
+                        dropped.append({"position": index, "id": rid, "images": images, "image_root": root})
+                        continue
+                    keep.append(True)
+                batch = batch.filter(pa.array(keep, type=pa.bool_())) if not all(keep) else batch
                 if batch.num_rows:
                     writer.write_batch(batch)
                 kept += batch.num_rows
                 if bar:
-                    bar.update(batch.num_rows + len(errors))
+                    bar.update(len(outcomes))
     finally:
         _JOB.clear()
+        if pool:
+            pool.close()
+            pool.join()
         if bar:
             bar.close()
-    skips.write_jsonl(out / SKIPS_FILE)
+    _joined(read_skips, token_skips).write_jsonl(out / SKIPS_FILE)
     (out / DROPPED_FILE).write_text("".join(json.dumps(d) + "\n" for d in dropped))
-    return {"source": source, "records": kept, "skipped": len(skips), "num_image_tokens": num_image_tokens}
+    skipped = len(read_skips) + len(token_skips)
+    return {"source": source, "records": kept, "skipped": skipped, "num_image_tokens": num_image_tokens}
+
+
+def _joined(first: SkipLog, second: SkipLog) -> SkipLog:
+    log_ = SkipLog()
+    log_.items = [*first.items, *second.items]
+    return log_
+
+
+def _raw_id_of(item) -> str:
+    from vistune.data_prep.readers import raw_id
+
+    return raw_id(item[1], item[0])
+
+
+def _work_chunk(span: tuple[int, int]):
+    """One worker task: items[a:b] parsed and tokenised -> (Arrow batch of the tokenised records, outcomes).
+
+    outcomes: per item (index, id, images, image_root, None | (problem, reason, field, stage)); the batch holds
+    a row for each outcome without error, in order."""
+    import pyarrow as pa
+
+    from vistune.data_prep.readers import raw_id, read_one
+
+    job = _JOB
+    outcomes, records, where = [], [], []
+    for index, raw, implicit, error in job["items"][span[0]:span[1]]:
+        try:
+            record = read_one(raw, index, implicit, error, job["fmt"])
+        except RecordError as err:
+            outcomes.append((index, raw_id(raw, index), None, None, (err.problem, str(err), err.field, "read")))
+            continue
+        where.append(len(outcomes))
+        outcomes.append((index, record.id, record.images, record.image_root, None))
+        records.append(record)
+    rows = {k: [] for k in _schema().names}
+    pairs = compact_records(records, job["tokenizer"], job["template"], num_image_tokens=job["n_img"],
+                            max_length=job["max_length"])
+    for k, (record, tok) in zip(where, pairs, strict=True):
+        index = outcomes[k][0]
+        if isinstance(tok, RecordError):
+            outcomes[k] = (*outcomes[k][:4], (tok.problem, str(tok), tok.field, "tokenize"))
+            continue
+        rows["id"].append(record.id)
+        rows["images"].append(record.images)
+        rows["image_root"].append(record.image_root)
+        rows["input_ids"].append(tok.ids)
+        rows["supervised"].append(_runs(tok.supervised))
+        rows["length"].append(len(tok.ids) + tok.num_images * (job["n_img"] - 1))
+        rows["turns_kept"].append(tok.turns_kept)
+        rows["turns_total"].append(tok.turns_total)
+        rows["position"].append(index)
+    return pa.RecordBatch.from_pydict(rows, schema=_schema()), outcomes
 
 
 def _progress(total: int, what: str):
@@ -199,35 +301,8 @@ def _schema():
         ("length", pa.int32()),  # tokens after image expansion
         ("turns_kept", pa.int16()),
         ("turns_total", pa.int16()),
-        ("position", pa.int32()),  # the record's position among the file's readable records
+        ("position", pa.int32()),  # the record's index in the data file
     ])
-
-
-def _tokenize_chunk(span: tuple[int, int]):
-    """One worker task: records[a:b] -> (Arrow record batch of the good ones, [(index, problem, reason, field)])."""
-    import pyarrow as pa
-
-    a, b = span
-    job = _JOB
-    rows = {k: [] for k in ("id", "images", "image_root", "input_ids", "supervised", "length", "turns_kept",
-                            "turns_total", "position")}
-    errors = []
-    pairs = compact_records(job["records"][a:b], job["tokenizer"], job["template"], num_image_tokens=job["n_img"],
-                            max_length=job["max_length"])
-    for offset, (record, tok) in enumerate(pairs):
-        if isinstance(tok, RecordError):
-            errors.append((a + offset, tok.problem, str(tok), tok.field))
-            continue
-        rows["id"].append(record.id)
-        rows["images"].append(record.images)
-        rows["image_root"].append(record.image_root)
-        rows["input_ids"].append(tok.ids)
-        rows["supervised"].append(_runs(tok.supervised))
-        rows["length"].append(len(tok.ids) + tok.num_images * (job["n_img"] - 1))
-        rows["turns_kept"].append(tok.turns_kept)
-        rows["turns_total"].append(tok.turns_total)
-        rows["position"].append(a + offset)
-    return pa.RecordBatch.from_pydict(rows, schema=_schema()), errors
 
 
 def _runs(mask: list[bool]) -> list[int]:

@@ -1,0 +1,102 @@
+"""The tokenised cache: the in-memory path's items and skips, rebuilt only when its key changes, one build per key."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import asdict
+
+import pytest
+import torch
+from data_fixtures import llava, write_json
+
+from vistune.data_prep import SkipLog, VisualInstructDataset, get_template, load_records
+from vistune.data_prep import cache as cache_mod
+from vistune.data_prep.cache import INFO_FILE, ensure_cache
+from vistune.data_prep.cached_dataset import CachedDataset
+
+
+def records(n=23):
+    """Multi-turn records, text-only ones, a too-long one, duplicates of ids across chunks, a missing image."""
+    out = []
+    for i in range(n):
+        turns = [(f"question {i} " + "word " * (i % 5), f"answer {i}"), ("and then?", "more " * (i % 7 + 1))][: 1 + i % 2]
+        out.append(llava(f"r{i}", None if i % 4 == 3 else ("b.png" if i % 3 else "a.png"), *turns))
+    out[5] = llava("r1", "a.png", ("dup", "licate"))  # a later duplicate id (another chunk with CHUNK 4)
+    out[9] = llava("long", "a.png", ("x " * 400, "y"))  # too_long
+    out[12] = llava("gone", "missing.png", ("q", "a"))  # image skip when read
+    out.append({"id": "broken", "conversations": "no"})  # bad_shape
+    return out
+
+
+@pytest.fixture()
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(cache_mod, "CHUNK", 4)  # several chunks and both workers on a small file
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cache_items_and_skips_equal_the_in_memory_path(tmp_path, image_root, tiny_processor, small_chunks, workers):
+    path = write_json(tmp_path / "d.json", records())
+    settings = dict(image_root=image_root, num_image_tokens=16, max_length=120, source=path)
+    template = get_template("vicuna_v1")
+    mem_skips, cache_skips = SkipLog(), SkipLog()
+    memory = VisualInstructDataset(load_records(path, skips=mem_skips), tiny_processor, template, skips=mem_skips,
+                                   **settings)
+    cached = CachedDataset(path, tiny_processor, template, skips=cache_skips, cache_dir=tmp_path / "c",
+                           workers=workers, **settings)
+    assert cached.ids == memory.ids and cached.lengths == memory.lengths and len(cached) == len(memory) == 21
+    for i in range(len(memory)):
+        a, b = memory[i], cached[i]
+        if a is None:
+            assert b is None
+            continue
+        assert a["id"] == b["id"] and torch.equal(a["input_ids"], b["input_ids"])
+        assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["pixel_values"], b["pixel_values"])
+        assert cached.turns(i) == memory.turns(i)
+    assert [asdict(s) for s in cache_skips] == [asdict(s) for s in mem_skips]
+    assert {s.problem for s in mem_skips} == {"duplicate_id", "too_long", "bad_shape", "missing_image"}
+
+
+def test_a_second_run_reuses_the_cache_and_a_changed_key_rebuilds(tmp_path, tiny_processor):
+    path = write_json(tmp_path / "d.json", records(16))
+    template = get_template("vicuna_v1")
+
+    def build(**kw):
+        args = dict(num_image_tokens=16, max_length=120, cache_dir=tmp_path / "c", workers=1) | kw
+        return ensure_cache(path, tiny_processor.tokenizer, template, **args)
+
+    first = build()
+    built = json.loads((first / INFO_FILE).read_text())["pid"]
+    assert build() == first and json.loads((first / INFO_FILE).read_text())["pid"] == built
+    others = {build(max_length=200), build(num_image_tokens=8),
+              ensure_cache(path, tiny_processor.tokenizer, get_template("plain"), num_image_tokens=16, max_length=120,
+                           cache_dir=tmp_path / "c", workers=1)}
+    assert first not in others and len(others) == 3
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(" ")  # same records, other bytes: the key is the content
+    assert build() != first
+
+
+def _race(path, tokenizer, cache_dir, go, out):
+    go.wait()
+    target = ensure_cache(path, tokenizer, get_template("vicuna_v1"), num_image_tokens=16, max_length=120,
+                          cache_dir=cache_dir, workers=1)
+    out.put((os.getpid(), str(target)))
+
+
+def test_two_runs_building_at_once_build_once_and_share_it(tmp_path, tiny_processor):
+    path = write_json(tmp_path / "d.json", records(40))
+    ctx = multiprocessing.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(path, tiny_processor.tokenizer, tmp_path / "c", go, out)) for _ in "ab"]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(120)
+    (_, a), (_, b) = out.get(timeout=5), out.get(timeout=5)
+    assert a == b and all(p.exitcode == 0 for p in procs)
+    builds = (tmp_path / "c" / "builds.log").read_text().splitlines()
+    assert len(builds) == 1 and json.loads(builds[0])["records"] == 38  # 41 items: a duplicate, too_long, bad_shape
+    assert [p.name for p in (tmp_path / "c").iterdir() if ".tmp" in p.name] == []
