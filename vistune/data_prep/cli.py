@@ -1,4 +1,4 @@
-"""`vistune data ...`: validate (the data doctor), stats, convert, synth, preprocess-images. Parse, call one function, print."""
+"""`vistune data ...`: validate (the data doctor), shard, stats, convert, synth, preprocess-images. Parse, call one function, print."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "a literal <image> where no image belongs are dropped, never rewritten")
     v.add_argument("--workers", type=int, default=None, help="processes for tokenising and image checks (default: every core)")
     v.set_defaults(func=_validate)
+
+    h = sub.add_parser("shard", help="write WebDataset tar shards (KEY.json + KEY.0.jpg ...) and their index "
+                       "for streaming (data.path=OUT)")
+    h.add_argument("data", help="LLaVA JSON/JSONL, messages JSON/JSONL, or a Hugging Face dataset dir")
+    h.add_argument("out", help="output directory for shard-NNNNNN.tar and index.json")
+    h.add_argument("--image-root", help="directory image paths are relative to (default: the data file's)")
+    h.add_argument("--per-shard", type=int, default=1000, help="samples per shard")
+    h.add_argument("--vision", help="store images already padded and resized for this tower (preset, dir or hub id)")
+    h.add_argument("--aspect", default="pad", choices=["pad", "resize"])
+    h.add_argument("--format", default="auto")
+    h.set_defaults(func=_shard)
 
     s = sub.add_parser("stats", help="records, modalities, turns, images and text lengths")
     s.add_argument("data")
@@ -68,6 +79,15 @@ def _validate(args) -> int:
     if args.fix:
         print(f"fixed: {write_records(report.good, args.fix, 'llava')} ({len(report.good)} records)")
     return 0 if report.ok else 1
+
+
+def _shard(args) -> int:
+    from vistune.data_prep.shards import write_shards
+
+    report = write_shards(args.data, args.out, image_root=args.image_root, per_shard=args.per_shard,
+                          vision=args.vision, aspect=args.aspect, fmt=args.format)
+    print(report.format())
+    return 0 if report.samples else 1
 
 
 def _stats(args) -> int:

@@ -79,7 +79,13 @@ def build_dataset(config: RunConfig, processor, model, skips):
                     max_length=config.data.max_length, aspect=config.data.aspect, skips=skips,
                     source=config.data.path)
     loader = data_loader_kind(config)
-    if loader == "memory":
+    if loader == "stream":
+        from vistune.data_prep.stream import StreamDataset
+
+        settings.pop("image_root")
+        dataset = StreamDataset(config.data.path, processor, get_template(config.template), seed=config.seed,
+                                shuffle_buffer=config.data.shuffle_buffer, **settings)
+    elif loader == "memory":
         records = load_records(config.data.path, skips=skips)
         dataset = VisualInstructDataset(records, processor, get_template(config.template), **settings)
     else:
@@ -130,8 +136,8 @@ def loss_function(config: RunConfig):
 
 def length_sampler_fn(config: RunConfig, dataset):
     """A factory the trainer calls with its TrainingArguments: LLaVA's modality-length grouping, or None."""
-    if not config.data.group_by_length:
-        return None
+    if not config.data.group_by_length or getattr(dataset, "shards_itself", False):
+        return None  # a stream groups lengths inside its shuffle buffer
     from vistune.data_prep import LengthGroupedSampler
 
     def make(args):
