@@ -60,9 +60,11 @@ def write_llava_like(out_dir: str | Path, n: int = 665_000, n_images: int = 300,
 
 def peak_rss(cmd: list[str], env: dict | None = None, interval: float = 0.2) -> dict:
     """Runs `cmd`; wall seconds, and the peak RSS / USS (MiB) of the process and of its whole tree."""
+    import resource
+
     import psutil
 
-    start = time.time()
+    start, before = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(proc.pid)
     peak = {"rss": 0.0, "uss": 0.0, "tree_rss": 0.0}
@@ -79,7 +81,10 @@ def peak_rss(cmd: list[str], env: dict | None = None, interval: float = 0.2) -> 
     output = proc.stdout.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return {"seconds": round(time.time() - start, 1), **{k: round(v) for k, v in peak.items()}, "output": output}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and every descendant it waited for
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"seconds": round(time.time() - start, 1), "cpu_seconds": round(cpu, 1),
+            **{k: round(v) for k, v in peak.items()}, "output": output}
 
 
 def python(*code_args: str) -> list[str]:

@@ -78,6 +78,10 @@ def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: s
     text_side = text_side or load_text_side(model)
     chosen = get_template(template or text_side.template)
     workers = workers or os.cpu_count() or 1
+    if data.is_dir() and any(data.glob("*.tar")):
+        from vistune.data_prep.doctor_shards import diagnose_shards
+
+        return diagnose_shards(data, text_side, chosen, max_length, workers, progress, Report)
     if not keep_records:
         return _diagnose_cached(data, root, text_side, chosen, max_length, fmt, workers, cache_dir, progress)
     errors, warnings = SkipLog(), SkipLog()
