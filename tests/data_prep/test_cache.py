@@ -100,3 +100,19 @@ def test_two_runs_building_at_once_build_once_and_share_it(tmp_path, tiny_proces
     builds = (tmp_path / "c" / "builds.log").read_text().splitlines()
     assert len(builds) == 1 and json.loads(builds[0])["records"] == 38  # 41 items: a duplicate, too_long, bad_shape
     assert [p.name for p in (tmp_path / "c").iterdir() if ".tmp" in p.name] == []
+
+
+def test_a_pickled_table_maps_the_file_again(tmp_path, tiny_processor):
+    """A DataLoader worker started with spawn gets the table by pickling: the path, not a copy of the data."""
+    import pickle
+
+    from vistune.data_prep.cache import CachedTable
+
+    path = write_json(tmp_path / "d.json", records(16))
+    table = CachedTable(ensure_cache(path, tiny_processor.tokenizer, get_template("vicuna_v1"), num_image_tokens=16,
+                                     max_length=120, cache_dir=tmp_path / "c", workers=1))
+    blob = pickle.dumps(table)
+    assert len(blob) < 500
+    again = pickle.loads(blob)
+    for i in range(len(table)):
+        assert all((a == b).all() for a, b in zip(table.compact(i), again.compact(i), strict=True))

@@ -333,6 +333,12 @@ class CachedTable:
     def __len__(self) -> int:
         return self.num_rows
 
+    def __getstate__(self) -> dict:  # a spawned DataLoader worker maps the file again instead of copying it
+        return {"directory": str(self.directory)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["directory"])
+
     def _locate(self, i: int):
         if not 0 <= i < self.num_rows:
             raise IndexError(i)
