@@ -307,7 +307,7 @@ def _schema():
 
 def _runs(mask: list[bool]) -> list[int]:
     """[start, end, start, end, ...] of the True runs of `mask`."""
-    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])  # edges of each run of True
     edges = np.flatnonzero(m[1:] != m[:-1])
     return edges.tolist()
 
@@ -380,14 +380,14 @@ def _list_row(column, j: int) -> np.ndarray:
     return column.values.slice(a, b - a).to_numpy(zero_copy_only=True)
 
 
-def expand_row(ids: np.ndarray, runs: np.ndarray, image_id: int, num_image_tokens: int) -> tuple[list, list]:
+def expand_row(ids: np.ndarray, runs: np.ndarray, image_id: int, num_image_tokens: int) -> tuple:
     """Compact row -> (input_ids, labels) exactly as `tokenize_records` produces them."""
     from vistune.data_prep.tokenize import expand_images
 
     supervised = np.zeros(len(ids), dtype=bool)
     for a, b in zip(runs[0::2], runs[1::2], strict=True):
         supervised[a:b] = True
-    return expand_images(ids.tolist(), supervised.tolist(), image_id, num_image_tokens)
+    return expand_images(ids, supervised, image_id, num_image_tokens)
 
 
 def record_of(meta: dict) -> Record:

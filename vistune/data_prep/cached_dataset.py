@@ -66,7 +66,7 @@ class CachedDataset(VisualInstructDataset):
         input_ids, labels = expand_row(*self.table.compact(i), self.image_id, self.num_image_tokens)
         return {
             "id": record.id,
-            "input_ids": torch.tensor(input_ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
+            "input_ids": torch.from_numpy(input_ids),
+            "labels": torch.from_numpy(labels),
             "pixel_values": pixel_values,
         }

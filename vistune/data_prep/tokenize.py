@@ -7,9 +7,10 @@ tokenisation does). No substring is re-tokenised and no offset is subtracted.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from vistune import IGNORE_INDEX, IMAGE_TOKEN
 from vistune.data_prep.records import Record, RecordError
@@ -87,27 +88,25 @@ def _render(record: Record, tokenizer, template: Template) -> Rendered:
 class CompactRecord:
     """A tokenised record before image expansion: what the cache stores (one placeholder id per image)."""
 
-    ids: list[int]  # token ids after truncation, each image still one `<image>` id
-    supervised: list[bool]  # per id: trained on (image placeholders never are)
+    ids: np.ndarray  # int64 token ids after truncation, each image still one `<image>` id
+    supervised: np.ndarray  # bool per id: trained on (image placeholders never are)
     num_images: int  # images the ids hold
     turns_kept: int  # assistant turns kept after truncation
     turns_total: int  # assistant turns in the record
 
 
-def expand_images(ids: list[int], supervised: list[bool], image_id: int, num_image_tokens: int) -> tuple[list, list]:
-    """(input_ids, labels): each image placeholder becomes num_image_tokens image ids (never supervised).
+def expand_images(ids: np.ndarray, supervised: np.ndarray, image_id: int,
+                  num_image_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) as int64 arrays: each image placeholder becomes num_image_tokens image ids, never
+    supervised.
 
-    The one place image tokens are expanded: the in-memory path calls it at tokenisation, the cache at collate
-    time; a per-image count (LLaVA-NeXT) would plug in here."""
-    input_ids, labels = [], []
-    for tok, sup in zip(ids, supervised, strict=True):
-        if tok == image_id:
-            input_ids += [image_id] * num_image_tokens
-            labels += [IGNORE_INDEX] * num_image_tokens
-        else:
-            input_ids.append(tok)
-            labels.append(tok if sup else IGNORE_INDEX)
-    return input_ids, labels
+    The one place image tokens are expanded: the in-memory path calls it at tokenisation, the cache when an item
+    is read; a per-image count (LLaVA-NeXT) would plug in here."""
+    ids = np.asarray(ids, dtype=np.int64)
+    is_image = ids == image_id
+    reps = np.where(is_image, num_image_tokens, 1)
+    labels = np.where(np.asarray(supervised, dtype=bool) & ~is_image, ids, IGNORE_INDEX)
+    return np.repeat(ids, reps), np.repeat(labels, reps)
 
 
 def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
@@ -115,25 +114,29 @@ def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[
     compact = _compact(record, rendered, ids, offsets, tokenizer, num_image_tokens, max_length)
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     input_ids, labels = expand_images(compact.ids, compact.supervised, image_id, num_image_tokens)
-    return TokenizedRecord(input_ids, labels, compact.num_images, compact.turns_kept, compact.turns_total)
+    return TokenizedRecord(input_ids.tolist(), labels.tolist(), compact.num_images, compact.turns_kept,
+                           compact.turns_total)
 
 
 def _compact(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
              num_image_tokens: int, max_length: int) -> CompactRecord:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    found = ids.count(image_id)
+    ids_np = np.asarray(ids, dtype=np.int64)
+    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    is_image = ids_np == image_id
+    found = int(is_image.sum())
     if found != len(record.images):
         raise RecordError("tokenization", f"the rendered text holds {found} image token(s) for "
                           f"{len(record.images)} image(s)")
-    supervised = _supervised_mask(offsets, rendered.spans)
-    cut, kept = _truncation_point(ids, offsets, rendered, image_id, num_image_tokens, max_length)
+    supervised = _supervised_mask(offs, rendered.spans)
+    cut, kept = _truncation_point(offs, rendered, is_image, num_image_tokens, max_length)
     if cut == 0:
         raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
-                          f"({_expanded_length(ids, image_id, num_image_tokens)} in all)")
-    sup = [s and t != image_id for t, s in zip(ids[:cut], supervised[:cut], strict=True)]
-    if not any(sup):
+                          f"({len(ids) + found * (num_image_tokens - 1)} in all)")
+    sup = supervised[:cut] & ~is_image[:cut]
+    if not sup.any():
         raise RecordError("no_supervised_tokens", "no token is supervised after templating and truncation")
-    return CompactRecord(ids[:cut], sup, len(record.images), kept, len(rendered.spans))
+    return CompactRecord(ids_np[:cut], sup, len(record.images), kept, len(rendered.spans))
 
 
 def encode_prompt(text: str, tokenizer, num_image_tokens: int) -> list[int]:
@@ -158,39 +161,31 @@ def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int
         enc = tokenizer([texts[i] for i in idx], add_special_tokens=add_special, return_offsets_mapping=True,
                         verbose=False)
         for k, i in enumerate(idx):
-            out[i] = (list(enc["input_ids"][k]), [tuple(o) for o in enc["offset_mapping"][k]])
+            out[i] = (enc["input_ids"][k], enc["offset_mapping"][k])
     return out
 
 
-def _supervised_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
-    starts = [s for s, _ in spans]
-    mask = []
-    for a, b in offsets:
-        if b <= a:  # zero-width: special tokens added by the tokenizer itself (BOS)
-            mask.append(False)
-            continue
-        k = bisect_left(starts, b) - 1  # the last span starting before this token ends
-        mask.append(k >= 0 and spans[k][1] > a)
-    return mask
+def _supervised_mask(offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Per token: its characters overlap a reply span. Zero-width tokens (BOS added by the tokenizer) never do."""
+    a, b = offsets[:, 0], offsets[:, 1]
+    if not spans:
+        return np.zeros(len(a), dtype=bool)
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    ends = np.array([e for _, e in spans], dtype=np.int64)
+    k = np.searchsorted(starts, b, side="left") - 1  # the last span starting before this token ends
+    return (b > a) & (k >= 0) & (ends[np.maximum(k, 0)] > a)
 
 
-def _truncation_point(ids, offsets, rendered: Rendered, image_id: int, n_img: int, max_length: int):
+def _truncation_point(offsets: np.ndarray, rendered: Rendered, is_image: np.ndarray, n_img: int, max_length: int):
     """(number of raw tokens to keep, assistant turns kept): whole exchanges only, never inside images."""
-    lengths = [n_img if t == image_id else 1 for t in ids]
-    total = 0
-    cumulative = []
-    for n in lengths:
-        total += n
-        cumulative.append(total)
-    if total <= max_length:
-        return len(ids), len(rendered.spans)
+    cumulative = np.cumsum(np.where(is_image, n_img, 1))
+    if not len(cumulative) or cumulative[-1] <= max_length:
+        return len(is_image), len(rendered.spans)
+    a, b = offsets[:, 0], offsets[:, 1]
+    real = b > a
     for kept in range(len(rendered.exchange_ends), 0, -1):
-        end = rendered.exchange_ends[kept - 1]
-        cut = next((i for i, (a, b) in enumerate(offsets) if b > a and a >= end), len(ids))
+        after = np.flatnonzero(real & (a >= rendered.exchange_ends[kept - 1]))
+        cut = int(after[0]) if len(after) else len(is_image)
         if cut and cumulative[cut - 1] <= max_length:
             return cut, kept
     return 0, 0
-
-
-def _expanded_length(ids: list[int], image_id: int, n_img: int) -> int:
-    return sum(n_img if t == image_id else 1 for t in ids)
