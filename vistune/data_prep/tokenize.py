@@ -159,7 +159,7 @@ def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int
         if not idx:
             continue
         enc = tokenizer([texts[i] for i in idx], add_special_tokens=add_special, return_offsets_mapping=True,
-                        verbose=False)
+                        return_attention_mask=False, return_token_type_ids=False, verbose=False)
         for k, i in enumerate(idx):
             out[i] = (enc["input_ids"][k], enc["offset_mapping"][k])
     return out
