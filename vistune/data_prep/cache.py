@@ -126,8 +126,9 @@ def _build_locked(target: Path, key: CacheKey, path, tokenizer, template, n_img,
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run building the same cache finishes first
         if (target / INFO_FILE).exists():
             return
+        for stale in target.parent.glob(f"{target.name}.tmp*"):  # left by a build that was killed (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         start = time.time()
         info = build_in_child(tmp, path, tokenizer, template, num_image_tokens=n_img, max_length=max_length, fmt=fmt,
