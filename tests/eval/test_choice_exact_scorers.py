@@ -1,12 +1,10 @@
-"""ScienceQA letter parsing, MMBench matching + circular evaluation, GQA and shapes exact match."""
+"""ScienceQA letter parsing, GQA and shapes exact match (MMBench: test_mmbench_scorer.py)."""
 
 import pytest
 
 from vistune.eval.scorers import (
-    parse_mmbench_choice,
     parse_sqa_letter,
     score_gqa_rows,
-    score_mmbench_rows,
     score_shapes_rows,
     score_sqa_rows,
 )
@@ -42,52 +40,6 @@ def test_sqa_img_accuracy():
     m = score_sqa_rows(rows)
     assert m["img_accuracy"] == pytest.approx(100 / 3)
     assert m["accuracy"] == pytest.approx(50.0)
-
-
-OPTIONS = {"A": "cat", "B": "dog", "C": "bird", "D": "fish"}
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("A", "A"),
-        ("(A)", "A"),
-        ("A.", "A"),
-        ("The answer is A", "A"),
-        ("B. dog", "B"),
-        ("A or B", None),  # two letters, and no option text
-        ("It is a dog", "B"),  # lower-case "a" is no letter; the option text decides
-        ("a cat or a dog", None),  # two option texts
-        ("Cannot determine the answer", "Z"),
-        ("", None),
-    ],
-)
-def test_mmbench_matching(text, expected):
-    assert parse_mmbench_choice(text, OPTIONS) == expected
-
-
-def _rotations(index, answers, gold=0):
-    letters = "ABCD"
-    texts = list(OPTIONS.values())
-    rows = []
-    for k, pred in enumerate(answers):
-        rotated = texts[k:] + texts[:k]
-        rows.append({
-            "question_id": f"{index}/{k}", "index": index, "round": k, "prediction": pred,
-            "options": dict(zip(letters, rotated, strict=True)), "answer": letters[(gold - k) % 4], "category": "animals",
-        })
-    return rows
-
-
-def test_mmbench_circular():
-    # gold "cat" sits at A, D, C, B in rotations 0..3
-    all_right = _rotations(1, ["A", "D", "C", "B"])
-    one_wrong = _rotations(2, ["A", "D", "C", "A"])
-    m = score_mmbench_rows(all_right + one_wrong)
-    assert m["circular_accuracy"] == 50.0
-    assert m["single_accuracy"] == 100.0
-    assert m["circular_accuracy/animals"] == 50.0
-    assert m["count"] == 2
 
 
 def test_gqa_exact():

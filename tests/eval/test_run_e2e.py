@@ -1,11 +1,14 @@
 """End to end: a tiny model trained briefly on the shapes set, evaluated with `vistune eval run`; resuming."""
 
+import base64
+import io
 import json
 
 import pytest
+from PIL import Image
 
 from vistune.cli import main
-from vistune.eval import generate
+from vistune.eval import generate, score_file
 from vistune.eval.items import read_jsonl
 
 
@@ -124,3 +127,23 @@ def test_vistune_train_then_eval_run(shapes_data, tmp_path, asked):
     assert len(asked) == n  # 4, then the n - 4 others: nobody asked twice
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["answered"] == n and metrics["template"] == "vicuna_v1"
+
+
+def test_eval_run_mmbench_rule(trained_tiny, tmp_path, asked):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+    img = base64.b64encode(buf.getvalue()).decode()
+    tsv = tmp_path / "mmb.tsv"
+    tsv.write_text("index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage\n"
+                   f"5\tWhat colour?\tnan\tred\tblue\tgreen\tyellow\tA\tcolour\t{img}\n")
+    assert main(["eval", "run", "--model", str(trained_tiny), "--benchmark", "shapes", "--data", str(tsv),
+                 "--out", str(tmp_path / "x"), "--mmbench-rule", "2024-02"]) == 2
+    assert not asked  # refused before the model was asked anything
+    out = tmp_path / "run"
+    assert main(["eval", "run", "--model", str(trained_tiny), "--benchmark", "mmbench", "--data", str(tsv),
+                 "--out", str(out), "--max-new-tokens", "4", "--mmbench-rule", "2024-02"]) == 0
+    assert asked == ["5/0", "5/1", "5/2", "5/3"]
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["score_settings"] == {"rule": "2024-02"}
+    rescored = score_file("mmbench", out / "predictions.jsonl", {"rule": "2024-02"})
+    assert rescored["metrics"] == result["metrics"]

@@ -22,7 +22,7 @@ def main() -> int:
     target = f"checkpoint-{step}"
     import torch
 
-    from vistune.train import checkpoint
+    from vistune.train import checkpoint, trainer
 
     if point == "file":
         save = torch.save
@@ -35,15 +35,16 @@ def main() -> int:
 
         torch.save = torch_save
     elif point in ("manifest", "rename"):
-        name = "write_manifest" if point == "manifest" else "publish"
-        original = getattr(checkpoint, name)
+        # patched where the trainer's save looks the function up
+        module, name = (trainer, "write_manifest") if point == "manifest" else (checkpoint, "publish")
+        original = getattr(module, name)
 
         def wrapped(directory, *a, **k):
             if target in str(directory):
                 _die()
             return original(directory, *a, **k)
 
-        setattr(checkpoint, name, wrapped)
+        setattr(module, name, wrapped)
     else:
         raise SystemExit(f"unknown kill point {point!r}")
     from vistune.cli import main as vistune

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from rel_helpers import LORA, log_steps, overrides, subprocess_env, tiny_config
 
+from vistune.model.manifest import verify_manifest
 from vistune.train import checkpoint as ckpt
 
 HERE = Path(__file__).parent
@@ -33,7 +34,7 @@ def _wait_for_step(proc: subprocess.Popen, out: Path, step: int, timeout: float 
 
 
 def _assert_complete(path: Path, step: int) -> None:
-    manifest = ckpt.verify_manifest(path, hashes=True)  # every file present, sizes and sha256 match
+    manifest = verify_manifest(path, hashes=True)  # every file present, sizes and sha256 match
     assert manifest["step"] == step
     for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "projector.safetensors",
                  "adapter/adapter_model.safetensors"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vistune.model.manifest import ManifestError, verify_manifest, write_manifest
 from vistune.train import checkpoint as ckpt
 
 
@@ -13,7 +14,7 @@ def _fake(root, step, complete=True):
     (d / "adapter" / "w.bin").write_bytes(b"x" * step)
     (d / "trainer_state.json").write_text("{}")
     if complete:
-        ckpt.write_manifest(d)
+        write_manifest(d)
     return d
 
 
@@ -38,8 +39,8 @@ def test_a_truncated_file_makes_a_checkpoint_incomplete(tmp_path):
 def test_corrupt_file_is_named(tmp_path):
     d = _fake(tmp_path, 3)
     (d / "adapter" / "w.bin").write_bytes(b"y" * 3)  # same size, different bytes
-    with pytest.raises(ckpt.ManifestError, match=r"adapter/w.bin \(sha256 mismatch\)"):
-        ckpt.verify_manifest(d)
+    with pytest.raises(ManifestError, match=r"adapter/w.bin \(sha256 mismatch\)"):
+        verify_manifest(d)
 
 
 def test_rotation_keeps_the_newest_complete(tmp_path):
@@ -54,6 +55,6 @@ def test_rotation_keeps_the_newest_complete(tmp_path):
 def test_publish_refuses_an_unmanifested_dir(tmp_path):
     staged = tmp_path / ".staging" / "checkpoint-1"
     staged.mkdir(parents=True)
-    with pytest.raises(ckpt.ManifestError):
+    with pytest.raises(ManifestError):
         ckpt.publish(staged, tmp_path / "checkpoint-1")
     assert not (tmp_path / "checkpoint-1").exists()

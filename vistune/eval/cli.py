@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--benchmark", required=True, help=f"one of: {', '.join(BENCHMARKS)}")
     score.add_argument("--predictions", required=True, help="JSONL: question_id, prediction, reference fields")
     score.add_argument("--out", help="write the metrics here as JSON")
+    _scorer_args(score)
     score.set_defaults(func=_score)
 
     compare = sub.add_parser("compare", help="side-by-side metrics of two runs")
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", required=True, help="run directory (predictions.jsonl, metrics.json)")
     run.add_argument("--limit", type=int, help="only the first N questions")
     _generation_args(run)
+    _scorer_args(run)
     run.set_defaults(func=_run)
 
     chat = subparsers.add_parser("chat", help="chat with a trained model about an image")
@@ -57,6 +60,24 @@ def _generation_args(p: argparse.ArgumentParser, max_new_tokens: int | None = No
     p.add_argument("--seed", type=int, default=0)
 
 
+def _scorer_args(p: argparse.ArgumentParser) -> None:
+    from vistune.eval.scorers import DEFAULT_MMBENCH_RULE, MMBENCH_RULES
+
+    p.add_argument("--mmbench-rule", choices=list(MMBENCH_RULES),
+                   help=f"VLMEvalKit answer-matcher version for mmbench (default {DEFAULT_MMBENCH_RULE}, current; "
+                        "2024-02 = the rule until August 2025; see docs/eval.md)")
+
+
+def _score_settings(args) -> dict[str, str] | None:
+    """The scorer overrides named on the command line; None (exit 2) when the benchmark has no such setting."""
+    if args.mmbench_rule is None:
+        return {}
+    if args.benchmark != "mmbench":
+        print(f"error: --mmbench-rule applies to --benchmark mmbench, not {args.benchmark}", file=sys.stderr)
+        return None
+    return {"rule": args.mmbench_rule}
+
+
 def _settings(args, default_max: int):
     from vistune.eval.generate import GenerationSettings
 
@@ -67,7 +88,10 @@ def _settings(args, default_max: int):
 def _score(args) -> int:
     from vistune.eval.report import format_table, score_file, write_metrics
 
-    result = score_file(args.benchmark, args.predictions)
+    settings = _score_settings(args)
+    if settings is None:
+        return 2
+    result = score_file(args.benchmark, args.predictions, settings)
     print(format_table(result))
     if args.out:
         print(f"wrote {write_metrics(result, args.out)}")
@@ -87,10 +111,13 @@ def _run(args) -> int:
     from vistune.eval.runner import EvalRunConfig, run_eval
 
     bench = BENCHMARKS.get(args.benchmark)
+    settings = _score_settings(args)
+    if settings is None:
+        return 2
     config = EvalRunConfig(
         model=args.model, adapter=args.adapter, benchmark=args.benchmark, data=args.data, out=args.out,
         image_root=args.image_root, limit=args.limit, template=args.template, dtype=args.dtype,
-        generation=_settings(args, bench.max_new_tokens if bench else 16),
+        generation=_settings(args, bench.max_new_tokens if bench else 16), score_settings=settings,
     )
     result = run_eval(config)
     print(format_table(result))

@@ -16,14 +16,19 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
-def score_file(benchmark: str, predictions: str | Path) -> dict:
-    """Scores a predictions JSONL with the benchmark's reference-exact scorer; no model involved."""
+def score_file(benchmark: str, predictions: str | Path, settings: dict[str, str] | None = None) -> dict:
+    """Scores a predictions JSONL with the benchmark's reference-exact scorer; no model involved.
+
+    `settings` overrides the scorer's defaults (e.g. mmbench's `rule`); the result records those used.
+    """
     bench = get_benchmark(benchmark)
+    settings = bench.resolve_settings(settings)
     rows = read_jsonl(predictions)
     missing = [f for f in bench.reference_fields if rows and f not in rows[0] and f not in ("category", "round")]
     if missing:
         raise ValueError(f"{predictions}: {benchmark} predictions need the fields {missing} (see docs/eval.md)")
-    return {"benchmark": benchmark, "primary": bench.primary, "metrics": bench.score(rows)}
+    result = {"benchmark": benchmark, "primary": bench.primary, "metrics": bench.score(rows, **settings)}
+    return {**result, "score_settings": settings} if settings else result
 
 
 def write_metrics(result: dict, path: str | Path) -> Path:

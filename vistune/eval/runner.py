@@ -33,6 +33,7 @@ class EvalRunConfig:
     dtype: str = "float32"
     aspect: str = "pad"  # image aspect mode, as in training
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    score_settings: dict[str, str] = field(default_factory=dict)  # scorer overrides, e.g. {"rule": "2024-02"}
 
 
 def run_eval(config: EvalRunConfig, model_bundle: tuple | None = None) -> dict:
@@ -43,6 +44,10 @@ def run_eval(config: EvalRunConfig, model_bundle: tuple | None = None) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     image_root = config.image_root or str(Path(config.data).parent if Path(config.data).is_file() else config.data)
+    if config.benchmark != "loss":
+        bench = get_benchmark(config.benchmark)
+        settings = bench.resolve_settings(config.score_settings)
+        bench.score([], **settings)  # a bad setting fails now, not after the generation
     model, processor, template = model_bundle or _load(config)
     template = config.template or template
     if config.benchmark == "loss":
@@ -54,7 +59,6 @@ def run_eval(config: EvalRunConfig, model_bundle: tuple | None = None) -> dict:
         write_metrics(result, out / METRICS_FILE)
         return result
 
-    bench = get_benchmark(config.benchmark)
     items = bench.load(config.data)
     if config.limit:
         items = items[: config.limit]
@@ -77,13 +81,14 @@ def run_eval(config: EvalRunConfig, model_bundle: tuple | None = None) -> dict:
                          time.perf_counter() - start)
     wanted = {item.question_id for item in items}
     rows = [r for r in read_jsonl(predictions) if str(r.get("question_id")) in wanted]
-    metrics = bench.score(rows)
+    metrics = bench.score(rows, **settings)
     result = {
         "benchmark": bench.name,
         "primary": bench.primary,
         "metrics": metrics,
         "questions": len(items),
         "answered": len({str(r["question_id"]) for r in rows}),
+        **({"score_settings": settings} if settings else {}),
         **_provenance(config, template),
     }
     write_metrics(result, out / METRICS_FILE)
