@@ -116,3 +116,16 @@ def test_a_pickled_table_maps_the_file_again(tmp_path, tiny_processor):
     again = pickle.loads(blob)
     for i in range(len(table)):
         assert all((a == b).all() for a, b in zip(table.compact(i), again.compact(i), strict=True))
+
+
+def test_the_content_hash_is_remembered_until_the_file_changes(tmp_path):
+    from vistune.data_prep.cache import content_hash, hash_path
+
+    path = tmp_path / "d.json"
+    path.write_text("[1, 2]")
+    first = content_hash(path, tmp_path / "c")
+    assert first == hash_path(path) and (tmp_path / "c" / "hashes.json").is_file()
+    assert content_hash(path, tmp_path / "c") == first
+    path.write_text("[1, 3]")  # same size, new bytes: the stat changes (mtime), so it is hashed again
+    os.utime(path, ns=(1, 1))
+    assert content_hash(path, tmp_path / "c") == hash_path(path) != first

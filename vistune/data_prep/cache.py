@@ -69,6 +69,28 @@ def hash_path(path: str | Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
+def content_hash(path: str | Path, cache_dir: Path) -> str:
+    """`hash_path`, remembered per (path, size, mtime_ns, inode) in cache_dir/hashes.json so a warm start does
+    not read a 1 GB file again; any change to the file's stat hashes it afresh."""
+    path = Path(path).resolve()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = [[str(f), f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino] for f in files]
+    memo_file = cache_dir / "hashes.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if memo.get(str(path), {}).get("stamp") == stamp:
+        return memo[str(path)]["digest"]
+    digest = hash_path(path)
+    memo[str(path)] = {"stamp": stamp, "digest": digest}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = memo_file.with_name(f"hashes.json.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_file)  # concurrent writers: the last one wins, every version is valid
+    return digest
+
+
 def tokenizer_fingerprint(tokenizer, with_chat_template: bool = True) -> str:
     h = hashlib.blake2b(digest_size=12)
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -79,10 +101,10 @@ def tokenizer_fingerprint(tokenizer, with_chat_template: bool = True) -> str:
 
 
 def cache_key(path, tokenizer, template: Template, *, num_image_tokens: int, max_length: int,
-              fmt: str = "auto") -> CacheKey:
+              fmt: str = "auto", cache_dir: str | Path | None = None) -> CacheKey:
     from vistune import __version__
 
-    return CacheKey(data=hash_path(path), tokenizer=tokenizer_fingerprint(tokenizer, template.jinja is None),
+    return CacheKey(data=content_hash(path, Path(cache_dir or default_cache_dir())), tokenizer=tokenizer_fingerprint(tokenizer, template.jinja is None),
                     template=f"{template.name}:{template!r}", max_length=max_length,
                     image_tokens=f"fixed:{num_image_tokens}", fmt=fmt, version=f"{__version__}+{CACHE_VERSION}")
 
@@ -97,7 +119,8 @@ def ensure_cache(path: str | Path, tokenizer, template: Template, *, num_image_t
     Under torch.distributed the local rank 0 of each node builds while the others wait at a barrier; a file
     lock and an atomic rename keep two independent runs from clobbering each other (the second waits, then
     reuses)."""
-    key = cache_key(path, tokenizer, template, num_image_tokens=num_image_tokens, max_length=max_length, fmt=fmt)
+    key = cache_key(path, tokenizer, template, num_image_tokens=num_image_tokens, max_length=max_length, fmt=fmt,
+                    cache_dir=cache_dir)
     target = Path(cache_dir or default_cache_dir()) / key.digest()
     distributed = _dist_initialized()
     if not distributed or int(os.environ.get("LOCAL_RANK", 0)) == 0:
