@@ -11,8 +11,7 @@ import pytest
 import torch
 from data_fixtures import llava, write_json
 
-from vistune.data_prep import SkipLog, VisualInstructDataset, get_template, load_records
-from vistune.data_prep import cache as cache_mod
+from vistune.data_prep import SkipLog, VisualInstructDataset, cache_build, get_template, load_records
 from vistune.data_prep.cache import INFO_FILE, ensure_cache
 from vistune.data_prep.cached_dataset import CachedDataset
 
@@ -32,7 +31,7 @@ def records(n=23):
 
 @pytest.fixture()
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(cache_mod, "CHUNK", 4)  # several chunks and both workers on a small file
+    monkeypatch.setattr(cache_build, "CHUNK", 4)  # several chunks and both workers on a small file
 
 
 @pytest.mark.parametrize("workers", [1, 2])
