@@ -95,6 +95,7 @@ def main() -> int:
     p.add_argument("--records", type=int, default=665_000)
     p.add_argument("--procs", type=int, default=4, help="concurrent processes sharing the cache")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--keep-cache", action="store_true", help="reuse a cache built earlier (skips the cold build)")
     args = p.parse_args()
     work = Path(args.work)
     cache = work / "cache"
@@ -107,21 +108,26 @@ def main() -> int:
         results["generate_s"] = round(time.time() - t, 1)
     results["file_mib"] = round(data.stat().st_size / 2**20)
 
-    def step(name: str, cmd: list[str], **kw) -> dict:
-        r = peak_rss(cmd, env=env, **kw)
+    def step(name: str, cmd: list[str], first_step_of: Path | None = None, after: int = 0) -> dict:
+        r = peak_rss(cmd, env=env)
+        if first_step_of is not None:  # launch -> the first optimizer step's log line (log.jsonl "time")
+            steps = [json.loads(x) for x in (first_step_of / "log.jsonl").read_text().splitlines() if x.strip()]
+            r["first_step_s"] = round(next(s["time"] for s in steps if s["step"] > after) - r["started"], 1)
+        r.pop("started")
         line = [x for x in r.pop("output").splitlines() if x.split(" ")[0].isupper()][-1:]
         print(f"{name}: {r} {line}", flush=True)
         results[name] = r
         return r
 
-    shutil.rmtree(cache / "tokenized", ignore_errors=True)
-    step("cold_build", python(COLD, str(data)))
+    if not args.keep_cache:
+        shutil.rmtree(cache / "tokenized", ignore_errors=True)
+        step("cold_build", python(COLD, str(data)))
     step("doctor", python(DOCTOR, str(data)))
     runs = work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
-    step("warm_first_step", train_cmd(data, runs / "a", steps=1, save_steps=0))
+    step("warm_first_step", train_cmd(data, runs / "a", steps=1, save_steps=0), first_step_of=runs / "a")
     step("train_to_checkpoint", train_cmd(data, runs / "b", steps=2, save_steps=2))
-    step("resume_first_step", train_cmd(data, runs / "b", steps=3, save_steps=0))
+    step("resume_first_step", train_cmd(data, runs / "b", steps=3, save_steps=0), first_step_of=runs / "b", after=2)
     step("one_rank", python(RANK, str(data), str(data.parent)))
     import subprocess
 

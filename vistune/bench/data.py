@@ -83,7 +83,7 @@ def peak_rss(cmd: list[str], env: dict | None = None, interval: float = 0.2) -> 
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and every descendant it waited for
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {"seconds": round(time.time() - start, 1), "cpu_seconds": round(cpu, 1),
+    return {"started": start, "seconds": round(time.time() - start, 1), "cpu_seconds": round(cpu, 1),
             **{k: round(v) for k, v in peak.items()}, "output": output}
 
 
