@@ -96,6 +96,7 @@ def main() -> int:
     p.add_argument("--procs", type=int, default=4, help="concurrent processes sharing the cache")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--keep-cache", action="store_true", help="reuse a cache built earlier (skips the cold build)")
+    p.add_argument("--only", default="doctor,train,ranks,lazy", help="which measurements after the build (comma list)")
     args = p.parse_args()
     work = Path(args.work)
     cache = work / "cache"
@@ -122,19 +123,38 @@ def main() -> int:
     if not args.keep_cache:
         shutil.rmtree(cache / "tokenized", ignore_errors=True)
         step("cold_build", python(COLD, str(data)))
-    step("doctor", python(DOCTOR, str(data)))
-    runs = work / "runs"
-    shutil.rmtree(runs, ignore_errors=True)
-    step("warm_first_step", train_cmd(data, runs / "a", steps=1, save_steps=0), first_step_of=runs / "a")
-    step("train_to_checkpoint", train_cmd(data, runs / "b", steps=2, save_steps=2))
-    step("resume_first_step", train_cmd(data, runs / "b", steps=3, save_steps=0), first_step_of=runs / "b", after=2)
-    step("one_rank", python(RANK, str(data), str(data.parent)))
+    only = set(args.only.split(","))
+    if "doctor" in only:
+        step("doctor", python(DOCTOR, str(data)))
+    if "train" in only:
+        runs = work / "runs"
+        shutil.rmtree(runs, ignore_errors=True)
+        step("warm_first_step", train_cmd(data, runs / "a", steps=1, save_steps=0), first_step_of=runs / "a")
+        step("train_to_checkpoint", train_cmd(data, runs / "b", steps=2, save_steps=2))
+        step("resume_first_step", train_cmd(data, runs / "b", steps=3, save_steps=0), first_step_of=runs / "b",
+             after=2)
+    if "ranks" in only:
+        step("one_rank", python(RANK, str(data), str(data.parent)))
+        shared_ranks(results, data, env, args.procs)
+    if "lazy" in only:
+        step("llava_lazy", python(LAZY, str(data)))
+    import subprocess
+
+    results["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(results["uptime"])
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def shared_ranks(results: dict, data: Path, env: dict, n: int) -> None:
+    """n data-only ranks at once over the same cache: peak RSS and USS (private memory) of each."""
     import subprocess
 
     import psutil
 
     procs = [subprocess.Popen(python(RANK, str(data), str(data.parent)), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(args.procs)]
+                              stderr=subprocess.DEVNULL) for _ in range(n)]
     peaks = [dict(rss=0, uss=0) for _ in procs]
     while any(pr.poll() is None for pr in procs):
         for pk, pr in zip(peaks, procs):
@@ -146,12 +166,6 @@ def main() -> int:
         time.sleep(0.2)
     results["shared_ranks"] = peaks
     print("shared_ranks:", peaks, flush=True)
-    step("llava_lazy", python(LAZY, str(data)))
-    results["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(results["uptime"])
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
