@@ -65,8 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _validate(args) -> int:
+    from pathlib import Path
+
     from vistune.data_prep.convert import write_records
     from vistune.data_prep.doctor import diagnose
+
+    if args.fix and Path(args.data).is_dir() and any(Path(args.data).glob("*.tar")):
+        print(f"error: --fix rewrites a records file; {args.data} holds shards (fix the source, then shard again)")
+        return 2
 
     report = diagnose(args.data, image_root=args.image_root, model=args.model, template=args.template,
                       max_length=args.max_length, fmt=args.format, workers=args.workers,
