@@ -76,10 +76,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def _is_user_error(err: Exception) -> bool:
     """Errors about the user's inputs (a config, a data file, a checkpoint): a message, not a traceback."""
     from vistune.data_prep import DataFileError
+    from vistune.model.base import BaseError
     from vistune.model.manifest import ManifestError
+    from vistune.model.weight_files import WeightFileError
     from vistune.train.config import ConfigError
 
-    return isinstance(err, (ManifestError, DataFileError, ConfigError, FileNotFoundError, FileExistsError))
+    return isinstance(err, (ManifestError, DataFileError, ConfigError, BaseError, WeightFileError, FileNotFoundError,
+                            FileExistsError))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pytest
 from vistune.model import TinySpec, ensure_tiny_parts
 from vistune.perf.arch import LlavaArch, resolve_llm_arch, resolve_vision_arch
 from vistune.perf.flops import Workload
-from vistune.plan.memory import Engine, activations, estimate_memory
+from vistune.perf.memory import Engine, activations, estimate_memory
 
 pytestmark = pytest.mark.slow  # ~45 s on 2 busy cores: five tiny training cases in a child process
 

@@ -6,10 +6,17 @@ import torch
 
 
 def fixed_batch(config, processor, model) -> dict:
-    """Every record of `config.data.path`, through the training pipeline, as one batch (no ids)."""
+    """Every record of `config.data.path`, through the training pipeline, as one padded batch (no ids) with logits at
+    every position: the batch eval and generation see. Never packed (a reloaded model runs transformers' SDPA with a
+    KV cache, which does not keep packed samples apart, docs/performance.md), and without chunked CE's
+    `logits_to_keep` (the model's own loss needs every position's logits)."""
+    import copy
+
     from vistune.data_prep import SkipLog
     from vistune.train.build import build_dataset
 
+    config = copy.deepcopy(config)
+    config.data.packing, config.optim.cross_entropy = False, "full"
     dataset, collator = build_dataset(config, processor, model, SkipLog())
     batch = collator([dataset[i] for i in range(len(dataset))])
     batch.pop("ids")

@@ -90,10 +90,10 @@ def test_vistune_train_with_bf16_on_a_cpu_that_emulates_it_fails_fast(monkeypatc
 
     monkeypatch.setattr(preflight, "cpu_bf16_speed_ratio", lambda: 0.004)  # e.g. 250x slower than fp32
 
-    def no_loading(config):
+    def no_loading(config, skips):
         raise AssertionError("weights were loaded before the start-up checks")
 
-    monkeypatch.setattr(engine, "build_model", no_loading)
+    monkeypatch.setattr(engine, "build_run", no_loading)
     config = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "instruct_lora.yaml"
     start = time.perf_counter()
     code = main(["train", str(config), "optim.bf16=true", "model.dtype=bfloat16", "data.path=x.json",

@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="a training recipe (YAML)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides for every variant, as for vistune train")
     p.add_argument("--compare", action="append", default=[], metavar="KEY=A,B",
-                   help="a config key and the values to compare (repeatable: the product is run)")
+                   help="a config key and the values to compare (repeatable: the product is run); "
+                        "settings=llava,vistune compares named sets: vistune (the defaults), llava (LLaVA's "
+                        "trainer settings), padded-sdpa, flash, liger, no-liger, liger-ce, compile")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_overrides",
                    help="same as a key=value argument (repeatable)")
     p.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import statistics
 
-RATIO_KEYS = ("samples_per_s", "tokens_per_s", "mfu")
+RATIO_KEYS = ("samples_per_s", "tokens_per_s", "mfu", "samples_per_cpu_s")
 _COLUMNS = [  # (heading, key, format)
     ("samples/s", "samples_per_s", "{:.2f}"), ("tokens/s", "tokens_per_s", "{:.0f}"),
     ("img tok/s", "image_tokens_per_s", "{:.0f}"), ("padding", "padding_fraction", "{:.1%}"),
     ("data wait", "wait_fraction", "{:.1%}"), ("peak MiB", "peak_memory_mib", "{:.0f}"),
-    ("GFLOP/s", "model_flops_per_s", "{:.1f}"), ("MFU", "mfu", "{:.1%}"),
+    ("GFLOP/s", "model_flops_per_s", "{:.1f}"), ("MFU", "mfu", "{:.1%}"), ("smp/cpu-s", "samples_per_cpu_s", "{:.2f}"),
 ]
 
 

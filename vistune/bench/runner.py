@@ -11,6 +11,7 @@ import ctypes
 import gc
 import itertools
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -41,20 +42,67 @@ class Measurement:
     peak_memory_mib: float
     model_flops_per_s: float
     mfu: float
+    samples_per_cpu_s: float = 0.0  # samples per second of this process's CPU time: robust to a busy shared machine
     loss: float | None = None  # mean training loss over the measured steps (a sanity check, not a metric)
+    settings: dict = field(default_factory=dict)  # the fast-path switches as this run resolved them (auto included)
+    losses: list[float] = field(default_factory=list)  # every step's training loss, warm-up included
+
+
+# Switches whose `auto` a run resolves itself: the bench records what each variant actually ran with.
+RESOLVED_KEYS = ("data.packing", "optim.gradient_checkpointing", "optim.checkpoint_layers", "optim.cross_entropy",
+                 "optim.liger",
+                 "optim.torch_compile", "model.attn_implementation")
+
+
+def _get(config: RunConfig, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(config, section), name)
+
+
+# Named sets of overrides for `--compare settings=a,b`: vistune's defaults against LLaVA's own settings, and the
+# GPU kernels one at a time (a variant this machine cannot run is skipped with a message).
+SETTINGS: dict[str, list[str]] = {
+    "vistune": [],  # the defaults: packing, chunked CE, checkpointing only when needed, Liger where installed
+    "llava": ["data.packing=false", "optim.cross_entropy=full", "optim.gradient_checkpointing=true",
+              "optim.liger=false"],  # LLaVA-1.5's trainer: padded batches, full-vocabulary CE, checkpointing
+    "padded-sdpa": ["data.packing=false", "model.attn_implementation=sdpa"],  # the defaults without packing
+    "flash": ["data.packing=true", "model.attn_implementation=flash_attention_2"],  # packed rows, flash varlen
+    "liger": ["optim.liger=true"],  # Liger's RMSNorm / SwiGLU / RoPE
+    "no-liger": ["optim.liger=false"],
+    "liger-ce": ["optim.liger=true", "optim.cross_entropy=liger"],  # + Liger's fused linear cross-entropy
+    "compile": ["optim.torch_compile=true"],  # torch.compile through HF Trainer
+}
+
+
+def _axis(item: str) -> list[tuple[str, list[str]]]:
+    """`key=a,b` -> [(name, overrides)] for each value; `settings=a,b` names sets from SETTINGS."""
+    if "=" not in item:
+        raise ValueError(f"--compare {item!r} is not key=a,b")
+    key, values = (x.strip() for x in item.split("=", 1))
+    names = [v.strip() for v in values.split(",") if v.strip()]
+    if key != "settings":
+        return [(f"{key}={v}", [f"{key}={v}"]) for v in names]
+    unknown = [v for v in names if v not in SETTINGS]
+    if unknown:
+        raise ValueError(f"--compare settings: unknown {', '.join(unknown)} (known: {', '.join(SETTINGS)})")
+    return [(f"settings={v}", SETTINGS[v]) for v in names]
 
 
 def variants_from(compare: list[str]) -> list[Variant]:
     """`key=a,b` strings -> the product of their values, first value of each key first (the baseline)."""
     if not compare:
         return [Variant("base")]
-    axes = []
-    for item in compare:
-        if "=" not in item:
-            raise ValueError(f"--compare {item!r} is not key=a,b")
-        key, values = item.split("=", 1)
-        axes.append([f"{key.strip()}={v.strip()}" for v in values.split(",") if v.strip()])
-    return [Variant(" ".join(combo), list(combo)) for combo in itertools.product(*axes)]
+    axes = [_axis(item) for item in compare]
+    return [Variant(" ".join(name for name, _ in combo), [o for _, overrides in combo for o in overrides])
+            for combo in itertools.product(*axes)]
+
+
+def unavailable(config: RunConfig) -> str | None:
+    """Why this machine cannot run `config` (a kernel or device it asks for is missing), or None."""
+    from vistune.train.preflight import check_config
+
+    problems = check_config(config)
+    return "; ".join(p.what for p in problems) if problems else None
 
 
 def _release_memory() -> None:
@@ -98,17 +146,29 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
 
     from vistune.data_prep import SkipLog
     from vistune.perf.meter import meter_for
-    from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
+    from vistune.train.build import build_run, length_sampler_fn, loss_function, training_callbacks
     from vistune.train.engine import training_arguments
     from vistune.train.trainer import VistuneTrainer
+
+    class _CpuClock(TrainerCallback):
+        """The training process's CPU time at the end of each optimizer step (the steps the meter times)."""
+
+        def __init__(self):
+            self.at = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.at[0] = time.process_time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.at[state.global_step] = time.process_time()
 
     class _Losses(TrainerCallback):
         def __init__(self):
             self.values = []
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs and state.global_step > warmup:
-                self.values.append(float(logs["loss"]))
+            if logs and "loss" in logs:
+                self.values.append((state.global_step, float(logs["loss"])))
 
     _release_memory()
     _reset_peak_memory()
@@ -116,13 +176,13 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         config.output_dir, config.save_steps, config.report_to, config.logging_steps = tmp, 0, "none", 1
         config.optim.max_steps = warmup + steps
         set_seed(config.seed)
-        model, processor = build_model(config)
+        built = build_run(config, SkipLog())  # the auto switches resolve exactly as in `vistune train`
+        model, dataset = built.model, built.dataset
         args = training_arguments(config)
         args.disable_tqdm = True
-        dataset, collator = build_dataset(config, processor, model, SkipLog())
-        meter, losses = meter_for(model, config, peak.flops_per_s), _Losses()
-        trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                                 callbacks=[meter, losses], meter=meter, compute_loss_func=loss_function(config),
+        meter, losses, clock = meter_for(model, config, peak.flops_per_s), _Losses(), _CpuClock()
+        trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=built.collator,
+                                 callbacks=[meter, losses, clock, *training_callbacks(config)], meter=meter, compute_loss_func=loss_function(config),
                                  projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
                                  train_sampler_fn=length_sampler_fn(config, dataset))
         for printer in (PrinterCallback, ProgressCallback):  # quiet: the bench prints its own lines
@@ -130,8 +190,10 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
                 trainer.remove_callback(printer)
         trainer.train()
         window = meter.window(warmup)
+        cpu_seconds = clock.at[max(clock.at)] - clock.at[min(warmup, max(clock.at))]
         del trainer, model
     memory = _peak_memory_mib()
+    measured = [loss for step, loss in losses.values if step > warmup]
     flops = window.rate(window.stats.model_flops)
     return Measurement(
         variant=variant, round=round_index, steps=window.steps, seconds=round(window.seconds, 3),
@@ -139,7 +201,10 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         image_tokens_per_s=window.rate(window.stats.image_tokens), padding_fraction=window.padding_fraction,
         wait_fraction=window.wait_fraction, peak_memory_mib=round(memory, 1), model_flops_per_s=flops,
         mfu=flops / peak.flops_per_s if peak.flops_per_s else 0.0,
-        loss=sum(losses.values) / len(losses.values) if losses.values else None,
+        samples_per_cpu_s=window.stats.samples / cpu_seconds if cpu_seconds > 0 else 0.0,
+        loss=sum(measured) / len(measured) if measured else None,
+        losses=[loss for _, loss in losses.values],
+        settings={key: _get(config, key) for key in RESOLVED_KEYS},
     )
 
 
@@ -168,8 +233,13 @@ def bench(config_path: str, compare: list[str] | None = None, overrides: list[st
     if threads:
         torch.set_num_threads(threads)
     variants = variants_from(compare or [])
-    for v in variants:  # fail on a bad key before anything runs
-        load_config(config_path, [*(overrides or []), *v.overrides])
+    for v in list(variants):  # fail on a bad key before anything runs; skip what this machine cannot run
+        missing = unavailable(load_config(config_path, [*(overrides or []), *v.overrides]))
+        if missing:
+            progress(f"skipping variant {v.name}: {missing}")
+            variants.remove(v)
+    if not variants:
+        raise ValueError("no variant can run on this machine (see the lines above)")
     peaks, runs = [], []
     for r in range(rounds):
         peaks.append(device_peak())

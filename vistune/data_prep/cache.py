@@ -26,7 +26,7 @@ from vistune.data_prep.templates import Template
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the stored layout or the tokenisation rules change
+CACHE_VERSION = 2  # bump when the stored layout or the tokenisation rules change (2: pieces between image tokens)
 INFO_FILE = "info.json"
 
 

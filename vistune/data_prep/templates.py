@@ -64,8 +64,8 @@ class TableTemplate(Template):
                 images = self.image * len(record.images) if i == 0 else ""
                 text += _fill(self.user, fill, images=images, text=turn.text)
                 continue
+            start = len(text) + self._prompt_length(fill)
             text += _fill(self.assistant, fill)
-            start = len(text)
             text += turn.text + _fill(self.end_of_turn, fill)
             spans.append((start, len(text)))
             text += _fill(self.after_turn, fill)
@@ -74,6 +74,12 @@ class TableTemplate(Template):
 
     def prompt(self, record: Record, tokenizer=None) -> str:
         return self.render(record, tokenizer).text + _fill(self.generation, _specials(tokenizer))
+
+    def _prompt_length(self, fill: dict) -> int:
+        """Where a reply's supervision starts: after the generation prompt, so what the model must write after
+        it (vicuna_v1's space after "ASSISTANT:", as LLaVA supervises it) is supervised too."""
+        assistant, generation = _fill(self.assistant, fill), _fill(self.generation, fill)
+        return len(generation) if assistant.startswith(generation) else len(assistant)
 
     def _header(self, system: str | None, fill: dict) -> str:
         system = system if system is not None else self.default_system
@@ -207,7 +213,21 @@ class AutoTemplate(Template):
     def _apply(tokenizer, messages: list[dict], generation: bool) -> str:
         if not messages:
             return tokenizer.apply_chat_template([], tokenize=False, add_generation_prompt=generation) if generation else ""
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        if all(m["content"].removeprefix(IMAGE_TOKEN + "\n") in text for m in messages if m["content"]):
+            return text
+        # a processor-style template (llava-hf's): content as typed parts, images rendered by the template itself
+        return tokenizer.apply_chat_template([_typed(m) for m in messages], tokenize=False,
+                                             add_generation_prompt=generation)
+
+
+def _typed(message: dict) -> dict:
+    """A string message as typed parts: one {"type": "image"} per leading image token, then the text."""
+    text, parts = message["content"], []
+    while text.startswith(IMAGE_TOKEN + "\n"):
+        parts.append({"type": "image"})
+        text = text[len(IMAGE_TOKEN) + 1:]
+    return {"role": message["role"], "content": [*parts, {"type": "text", "text": text}]}
 
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (PLAIN, VICUNA_V1, LLAMA3, CHATML, AutoTemplate())}

@@ -36,10 +36,11 @@ def load_text_side(model: str = "tiny") -> TextSide:
     if not (path / "config.json").exists():
         raise ValueError(f"--model {model!r} is neither a model preset ({', '.join(MODEL_PRESETS)}) "
                          "nor a directory holding a composed LLaVA checkpoint")
-    config = AutoConfig.from_pretrained(path)
-    tokenizer = _tokenizer(str(path))
-    add_special_tokens(tokenizer)
-    return TextSide(tokenizer, int(config.image_seq_length), "auto")
+    from vistune.model.base import base_llava_config, base_template, base_tokenizer
+
+    # a LLaVA model (llava-hf, a vistune export, LLaVA's own format): its tokenizer, image tokens and template
+    config = base_llava_config(str(path), local_only=True)
+    return TextSide(base_tokenizer(str(path)), int(config.image_seq_length), base_template(str(path)))
 
 
 def _tokenizer(source: str):

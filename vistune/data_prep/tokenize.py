@@ -151,17 +151,46 @@ def encode_prompt(text: str, tokenizer, num_image_tokens: int) -> list[int]:
 
 
 def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    """(ids, character offsets) per text; no BOS is added where the template wrote it itself."""
+    """(ids, character offsets) per text; no BOS is added where the template wrote it itself.
+
+    The text between image tokens is tokenised piece by piece, as LLaVA's `tokenizer_image_token` does: a
+    sentencepiece tokenizer starts each piece afresh (with its dummy-prefix space), so ids match LLaVA's.
+    """
     bos = getattr(tokenizer, "bos_token", None)
-    out: list = [None] * len(texts)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    split = image_id is not None and image_id != tokenizer.unk_token_id
+    pieces = [_pieces(t) if split else [(0, t)] for t in texts]
+    jobs = [(i, k, chunk, k == 0 and not (bos and texts[i].startswith(bos)))
+            for i, parts in enumerate(pieces) for k, (_, chunk) in enumerate(parts)]
+    encoded: dict[tuple[int, int], tuple[list[int], list[tuple[int, int]]]] = {}
     for add_special in (True, False):
-        idx = [i for i, t in enumerate(texts) if add_special != bool(bos and t.startswith(bos))]
-        if not idx:
+        group = [j for j in jobs if j[3] == add_special]
+        if not group:
             continue
-        enc = tokenizer([texts[i] for i in idx], add_special_tokens=add_special, return_offsets_mapping=True,
+        enc = tokenizer([j[2] for j in group], add_special_tokens=add_special, return_offsets_mapping=True,
                         return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        for k, i in enumerate(idx):
-            out[i] = (enc["input_ids"][k], enc["offset_mapping"][k])
+        for n, (i, k, _, _) in enumerate(group):
+            encoded[i, k] = list(enc["input_ids"][n]), [tuple(o) for o in enc["offset_mapping"][n]]
+    out = []
+    for i, parts in enumerate(pieces):
+        ids, offsets = [], []
+        for k, (start, _) in enumerate(parts):
+            if k:
+                ids.append(image_id)
+                offsets.append((start - len(IMAGE_TOKEN), start))
+            piece_ids, piece_offsets = encoded[i, k]
+            ids += piece_ids
+            offsets += [(a + start, b + start) if b > a else (a, b) for a, b in piece_offsets]
+        out.append((ids, offsets))
+    return out
+
+
+def _pieces(text: str) -> list[tuple[int, str]]:
+    """(start offset, text) of the pieces between image tokens."""
+    out, start = [], 0
+    for chunk in text.split(IMAGE_TOKEN):
+        out.append((start, chunk))
+        start += len(chunk) + len(IMAGE_TOKEN)
     return out
 
 

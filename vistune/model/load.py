@@ -28,9 +28,27 @@ def _is_llava_dir(path: Path) -> bool:
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("model_type") == "llava"
+        values = json.loads(config.read_text())
+        return values.get("model_type") == "llava" and "mm_vision_tower" not in values
     except json.JSONDecodeError:
         return False
+
+
+def is_llava_format_dir(path: Path) -> bool:
+    """LLaVA's own checkpoint format (model_type 'llava' too, but mm_vision_tower / a LLaVA architecture)."""
+    from vistune.model.llava_format import is_llava_format
+
+    config = path / "config.json"
+    try:
+        return config.is_file() and is_llava_format(json.loads(config.read_text()))
+    except json.JSONDecodeError:
+        return False
+
+
+def _llava_format_template(path: Path) -> str:
+    from vistune.model.llava_format import template_of
+
+    return template_of(json.loads((path / "config.json").read_text()))
 
 
 def _adapter_path(path: Path, adapter: str | Path | None) -> Path | None:
@@ -50,9 +68,12 @@ def _local_or_name(base: dict, part: str) -> str:
 
 
 def load_processor(path: Path):
+    """The processor; its tokenizer renders with the processor's chat template too (as template 'auto' needs)."""
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(str(path))
+    from vistune.model.base import with_chat_template
+
+    return with_chat_template(AutoProcessor.from_pretrained(str(path)))
 
 
 def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = False,
@@ -79,7 +100,29 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
     template = (base or {}).get("template", "auto")
     adapter_path = _adapter_path(path, adapter)
 
-    if _is_llava_dir(path):
+    if base is not None and base.get("base") and not _is_llava_dir(path):  # trained from model.base: rebuild that base, then the run's weights
+        from vistune.model.base import load_base
+
+        # "continue": the run's adapter/ is the continued one (it replaces the base's); "merge": base folded first
+        model, processor, _ = load_base(
+            base["base"], dtype=dtype, device_map=device_map, allow_pickle=bool(base.get("allow_pickle")),
+            load_in_4bit=bool(base.get("load_in_4bit")) and not dequantize, adapter="merge"
+            if base.get("base_adapter") == "merge" else "continue", vision=base.get("base_vision"),
+        )
+        if base.get("load_in_4bit") and not dequantize:
+            keep_4bit_training_kernel(model)
+        if base.get("weights") == "full":
+            load_weights_into(model, path)
+        elif (path / PROJECTOR_FILE).is_file():
+            load_projector(model, path / PROJECTOR_FILE)
+        if any((path / f).is_file() for f in _PROCESSOR_FILES):
+            processor = load_processor(path)
+    elif is_llava_format_dir(path):
+        from vistune.model.llava_format import convert_llava
+
+        model, processor, _ = convert_llava(path, dtype=dtype)
+        template = _llava_format_template(path)
+    elif _is_llava_dir(path):
         from transformers import LlavaForConditionalGeneration
 
         model = LlavaForConditionalGeneration.from_pretrained(
@@ -95,6 +138,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             load_in_4bit=bool(base.get("load_in_4bit")),
             vision_feature_layer=int(base.get("vision_feature_layer", -2)),
             chat_template=base.get("chat_template"),
+            allow_pickle=bool(base.get("allow_pickle")),
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))

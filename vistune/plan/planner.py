@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 from vistune.perf.arch import LlavaArch
 from vistune.perf.flops import FlopCount, Workload, mean_sample_flops
 from vistune.perf.gpus import GPU
+from vistune.perf.memory import (
+    CHECKPOINTING_MARGIN,
+    GIB,
+    Engine,
+    MemoryEstimate,
+    deepspeed_settings,
+    estimate_memory,
+)
 from vistune.plan.datasets import DatasetStats
-from vistune.plan.memory import GIB, Engine, MemoryEstimate, estimate_memory
 
 # Utilisation of *executed* FLOPs (recompute included) by engine, fitted to LLaVA-1.5's published times on
 # 8 x A100 (REFERENCE.md): stage 1 runs ZeRO-2 (7B 3.5 h -> 0.44, 13B 5.5 h -> 0.54; geometric mean 0.49),
@@ -201,34 +208,9 @@ def _notes(inp: PlanInput) -> list[str]:
     return notes
 
 
-def deepspeed_settings(path: str | None) -> dict:
-    """zero_stage / offload flags / reduce bucket from a DeepSpeed JSON (by its name when the file is absent)."""
-    import json
-    import re
-    from pathlib import Path
-
-    if not path:
-        return {"zero_stage": 0}
-    file = Path(path)
-    if not file.is_file():
-        match = re.search(r"zero(\d)", file.name)
-        offload = "offload" in file.name
-        return {"zero_stage": int(match.group(1)) if match else 0, "offload_optimizer": offload,
-                "offload_param": offload and "zero3" in file.name}
-    zero = json.loads(file.read_text()).get("zero_optimization", {})
-    bucket = zero.get("reduce_bucket_size", "auto")
-    return {
-        "zero_stage": int(zero.get("stage", 0)),
-        "offload_optimizer": zero.get("offload_optimizer", {}).get("device", "none") in ("cpu", "nvme"),
-        "offload_param": zero.get("offload_param", {}).get("device", "none") in ("cpu", "nvme"),
-        "reduce_bucket": None if bucket == "auto" else float(bucket),
-    }
-
-
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
     """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
-    from vistune.perf.arch import resolve_llava_arch
     from vistune.plan.datasets import dataset_stats
 
     dtype = torch_dtype(config.model.dtype)
@@ -238,14 +220,14 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         lora_r=config.lora.r,
         lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
         train_vision=config.model.train_vision,
-        gradient_checkpointing=config.optim.gradient_checkpointing,
+        gradient_checkpointing=config.optim.gradient_checkpointing is True,
     )
     inp = PlanInput(
-        arch=resolve_llava_arch(config.vision, config.llm),
+        arch=_arch(config),
         work=work,
         data=dataset_stats(config.data.path),
         gpu=gpu,
-        model_name=config.model.preset or config.llm,
+        model_name=config.model.base or config.model.preset or config.llm,
         max_length=config.data.max_length,
         micro_batch=config.optim.per_device_batch_size,
         grad_accum=config.optim.grad_accum,
@@ -257,4 +239,19 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         lora_dropout=config.lora.dropout,
         **deepspeed_settings(config.deepspeed),
     )
-    return inp.replace(**{k: v for k, v in overrides.items() if v is not None})
+    inp = inp.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if config.optim.gradient_checkpointing == "auto":  # as `vistune train` decides it, on this plan's GPU
+        needed = estimate(inp).memory.total > CHECKPOINTING_MARGIN * inp.gpu.memory_gib * GIB
+        inp = inp.replace(work=dataclasses.replace(inp.work, gradient_checkpointing=needed))
+    return inp
+
+
+def _arch(config):
+    """The run's architecture: read from model.base's config when there is one, else from the parts."""
+    from vistune.perf.arch import llava_arch_from_config, resolve_llava_arch
+
+    if config.model.base:
+        from vistune.model.base import base_llava_config
+
+        return llava_arch_from_config(base_llava_config(config.model.base, config.model.base_vision))
+    return resolve_llava_arch(config.vision, config.llm)

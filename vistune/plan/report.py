@@ -5,7 +5,7 @@ Kept apart from the planner so that the numbers (planner.py) stay testable witho
 
 from __future__ import annotations
 
-from vistune.plan.memory import GIB
+from vistune.perf.memory import GIB
 from vistune.plan.planner import Plan
 
 

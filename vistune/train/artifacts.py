@@ -68,9 +68,26 @@ def base_record(config, model) -> dict:
     from vistune.data_prep import get_template
     from vistune.model.presets import resolve_llm, resolve_vision
 
-    vision_path, llm_path = resolve_vision(config.vision), resolve_llm(config.llm)
     qlora = config.stage == "instruct" and config.method == "qlora"
     weights = "projector" if config.stage == "align" else "full" if config.method == "full" else "adapter"
+    if config.model.base:  # the base rebuilds the model; its adapter (continued) is replaced by the run's own
+        lora = config.stage == "instruct" and config.method in ("lora", "qlora")
+        return {
+            "base": config.model.base,
+            "base_sha256": part_fingerprint(config.model.base),
+            "base_adapter": config.model.base_adapter if lora else "merge",
+            "base_vision": config.model.base_vision,
+            "allow_pickle": config.model.allow_pickle,
+            "dtype": config.model.dtype,
+            "load_in_4bit": qlora,
+            "template": config.template,
+            "chat_template": get_template(config.template).jinja,
+            "stage": config.stage,
+            "method": config.method,
+            "weights": weights,
+            "image_seq_length": int(llava_of(model).config.image_seq_length),
+        }
+    vision_path, llm_path = resolve_vision(config.vision), resolve_llm(config.llm)
     return {
         "vision": config.vision,
         "vision_path": vision_path,
@@ -80,6 +97,7 @@ def base_record(config, model) -> dict:
         "llm_sha256": part_fingerprint(llm_path),
         "dtype": config.model.dtype,
         "load_in_4bit": qlora,
+        "allow_pickle": config.model.allow_pickle,  # the parts were trusted with pickle weights when trained
         "vision_feature_layer": config.model.vision_feature_layer,
         "template": config.template,
         "chat_template": get_template(config.template).jinja,  # so the model room rebuilds the processor as trained

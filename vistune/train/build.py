@@ -6,9 +6,11 @@ Everything here goes through the other rooms' public names (`vistune.model`, `vi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vistune.train.config import RunConfig
+from vistune.train.config import ConfigError, RunConfig
+from vistune.train.resolve import Decision, resolve_checkpointing, resolve_liger, resolve_packing
 
 log = logging.getLogger(__name__)
 
@@ -39,33 +41,84 @@ def chat_template_of(template: str) -> str | None:
     return get_template(template).jinja
 
 
+@dataclass
+class BuiltRun:
+    """What a run trains, built from its config, and what the config's auto switches became."""
+
+    model: object
+    processor: object
+    dataset: object
+    collator: object
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def build_run(config: RunConfig, skips) -> BuiltRun:
+    """Model, dataset and collator, resolving the auto switches on the way (packing before the model is built,
+    checkpointing and Liger once the model and data are known); `config` is updated in place."""
+    first = resolve_packing(config)
+    model, processor = build_model(config)
+    dataset, collator = build_dataset(config, processor, model, skips)
+    decisions = [first, resolve_checkpointing(config, model, dataset), resolve_liger(config, model)]
+    if config.optim.cross_entropy == "liger" and config.optim.liger is not True:
+        raise ConfigError("optim.cross_entropy=liger needs Liger's kernels (optim.liger=true, CUDA and "
+                          "pip install vistune[liger]); use optim.cross_entropy=chunked")
+    return BuiltRun(model, processor, dataset, collator, [d for d in decisions if d is not None])
+
+
 def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
     from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
 
-    model, processor = build_llava(
-        config.vision,
-        config.llm,
-        dtype=config.model.dtype,
-        load_in_4bit=uses_4bit(config),
-        vision_feature_layer=config.model.vision_feature_layer,
-        chat_template=chat_template_of(config.template),
-        attn_implementation=attention_implementation(config),
-        allow_pickle=config.model.allow_pickle,
-    )
-    if config.model.projector:
+    resolve_packing(config)
+    base_adapter = None
+    if config.model.base:
+        model, processor, base_adapter = load_base_model(config)
+    else:
+        model, processor = build_llava(
+            config.vision,
+            config.llm,
+            dtype=config.model.dtype,
+            load_in_4bit=uses_4bit(config),
+            vision_feature_layer=config.model.vision_feature_layer,
+            chat_template=chat_template_of(config.template),
+            attn_implementation=attention_implementation(config),
+            allow_pickle=config.model.allow_pickle,
+        )
+    if config.model.base:
+        log.info("starting from model.base %s (its projector, processor and chat template)", config.model.base)
+    elif config.model.projector:
         load_projector(model, projector_file(config.model.projector))
         log.info("projector initialised from %s", config.model.projector)
     elif config.stage == "instruct":
         log.warning("instruct stage without model.projector: the projector starts untrained (no stage-1 alignment)")
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if uses_lora(config):
+    if uses_lora(config) and base_adapter is not None:
+        from vistune.model.base import continue_adapter
+
+        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
+        log.info("continuing the base's adapter %s", base_adapter)
+    elif uses_lora(config):
         settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                                 target_modules=config.lora.target_modules)
-        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing)
+        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing is True)
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
     return model, processor
+
+
+def load_base_model(config: RunConfig):
+    """(model, processor, adapter dir or None) from model.base; an explicit template replaces its chat template."""
+    from vistune.model.base import load_base
+
+    model, processor, adapter = load_base(
+        config.model.base, dtype=config.model.dtype, load_in_4bit=uses_4bit(config),
+        attn_implementation=attention_implementation(config), allow_pickle=config.model.allow_pickle,
+        adapter=config.model.base_adapter if uses_lora(config) else "merge", vision=config.model.base_vision,
+    )
+    jinja = chat_template_of(config.template) if config.template != "auto" else None
+    if jinja:
+        processor.chat_template = processor.tokenizer.chat_template = jinja
+    return model, processor, adapter
 
 
 def build_dataset(config: RunConfig, processor, model, skips):
@@ -95,6 +148,7 @@ def build_dataset(config: RunConfig, processor, model, skips):
                                 cache_dir=config.data.cache_dir or None, **settings)
     if len(dataset) == 0:
         raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
+    resolve_packing(config)
     if config.data.packing:
         from vistune.data_prep.packing import PackedCollator
 
@@ -118,7 +172,7 @@ def data_loader_kind(config: RunConfig) -> str:
 
 def attention_implementation(config: RunConfig) -> str | None:
     """model.attn_implementation, or for packed batches one that keeps samples apart (flash varlen / segments)."""
-    if config.model.attn_implementation or not config.data.packing:
+    if config.model.attn_implementation or config.data.packing is not True:
         return config.model.attn_implementation
     from vistune.model.segment_attention import packed_attention_implementation
 
@@ -126,12 +180,22 @@ def attention_implementation(config: RunConfig) -> str | None:
 
 
 def loss_function(config: RunConfig):
-    """The Trainer's compute_loss_func: None (the model's own loss) unless optim.cross_entropy asks otherwise."""
+    """The Trainer's compute_loss_func: chunked CE, or None (the model's own loss: full logits, or Liger's fused
+    linear CE when optim.cross_entropy=liger and Liger's kernels are applied)."""
     if config.optim.cross_entropy == "chunked":
         from vistune.train.losses import supervised_cross_entropy
 
         return supervised_cross_entropy
     return None
+
+
+def training_callbacks(config: RunConfig) -> list:
+    """Callbacks the config itself asks for (partial gradient checkpointing)."""
+    if config.optim.gradient_checkpointing is True and config.optim.checkpoint_layers > 0:
+        from vistune.train.callbacks import PartialCheckpointing
+
+        return [PartialCheckpointing(config.optim.checkpoint_layers)]
+    return []
 
 
 def length_sampler_fn(config: RunConfig, dataset):

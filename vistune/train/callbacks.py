@@ -1,4 +1,5 @@
-"""Trainer callbacks: the per-step JSONL log that later plots read, and save-and-stop on SIGTERM / SIGINT.
+"""Trainer callbacks: the per-step JSONL log that later plots read, save-and-stop on SIGTERM / SIGINT, and
+gradient checkpointing for only some decoder layers.
 
 A signal only raises a flag; the next step boundary (agreed on by all ranks) saves a complete checkpoint and
 ends the run cleanly, so `resume: auto` continues exactly where it stopped.
@@ -100,3 +101,21 @@ class SignalCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class PartialCheckpointing(TrainerCallback):
+    """`optim.checkpoint_layers: N`: only the first N decoder layers of the LLM recompute in backward.
+
+    HF Trainer turns checkpointing on for every layer before training starts (each transformers decoder layer
+    carries a `gradient_checkpointing` flag); this turns it back off from layer N on, so the other layers keep
+    their activations and skip the recompute."""
+
+    def __init__(self, layers: int):
+        self.layers = layers
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from vistune.model.compose import llava_of
+
+        decoder = llava_of(model).model.language_model.layers
+        for i, layer in enumerate(decoder):
+            layer.gradient_checkpointing = i < self.layers

@@ -85,5 +85,6 @@ def _env(args) -> int:
     print(f"bf16          {'yes' if report['bf16'] else 'no'}{extra}")
     print(f"tf32          {'yes' if report['tf32'] else 'no'}")
     print(f"attention     {report['attention']} (flash-attn installed: {report['flash_attn_installed']})")
+    print(f"liger-kernel  {'installed' if report['liger_kernel_installed'] else 'not installed'} (GPU only: pip install 'vistune[liger]')")
     print(f"bitsandbytes  {report['bitsandbytes_backend'] or 'no usable backend'}")
     return 0

@@ -21,7 +21,8 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
 LOADERS = ("auto", "cache", "memory", "stream")
-CROSS_ENTROPY = ("default", "chunked")
+CROSS_ENTROPY = ("chunked", "full", "liger")
+AUTO = "auto"  # a switch left to vistune: resolved at build time from the machine, model and data
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,9 @@ class ModelConfig:
     attn_implementation: str | None = None  # sdpa / flash_attention_2 / eager; None = transformers' default
     train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
     allow_pickle: bool = False  # allow loading pickle .bin weights (safetensors only by default)
+    base: str | None = None  # start from an existing LLaVA (HF Llava dir / hub id, vistune export, LLaVA checkpoint)
+    base_adapter: str = "continue"  # a base+lora export's adapter: continue training it, or merge it first
+    base_vision: str | None = None  # local CLIP dir for a LLaVA-format base (its mm_vision_tower is a hub id)
 
 
 @dataclass
@@ -51,7 +55,7 @@ class DataConfig:
     group_by_length: bool = True  # batch samples of similar length, separately for image and text-only ones
     group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
-    packing: bool = False  # padding-free: a batch's samples in one row, per-sample positions, no cross attention
+    packing: bool | str = AUTO  # padding-free: a batch's samples in one row, no cross attention; auto = on when the attention keeps samples apart
     loader: str = "auto"  # auto (stream a dir of .tar shards, else cache), cache (tokenised once, shared), memory, stream
     cache_dir: str = ""  # where tokenised caches live ("" = $VISTUNE_CACHE/tokenized, ~/.cache/vistune/tokenized)
     shuffle_buffer: int = 1000  # stream: samples in the seeded shuffle buffer (length grouping happens inside it)
@@ -77,8 +81,10 @@ class OptimConfig:
     weight_decay: float = 0.0  # AdamW weight decay (not applied to biases and norms)
     scheduler: str = "cosine"  # lr schedule after warmup
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
-    gradient_checkpointing: bool | None = None  # recompute LLM activations in backward; None = off in align, on in instruct
-    cross_entropy: str = "default"  # default (full logits) or chunked (logits only where a label is supervised)
+    gradient_checkpointing: bool | str = AUTO  # recompute LLM activations in backward; auto = only when the memory model says the step does not fit
+    checkpoint_layers: int = 0  # with gradient_checkpointing on: recompute only the first N decoder layers (0 = all)
+    cross_entropy: str = "chunked"  # chunked (logits only where a label is supervised), full (every position, LLaVA's) or liger (fused, GPU)
+    liger: bool | str = AUTO  # Liger kernels (RMSNorm, SwiGLU, RoPE) for a Llama-family LLM; auto = on with CUDA and liger-kernel installed (not QLoRA)
     torch_compile: bool = False  # torch.compile the model (HF Trainer's torch_compile)
     bf16: bool = True  # bf16 mixed precision (GPUs with bf16 support)
     tf32: bool = True  # allow TF32 matmuls (Ampere and newer)
@@ -108,9 +114,13 @@ class RunConfig:
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
         _choice("data.loader", self.data.loader, LOADERS)
+        if self.optim.cross_entropy == "default":  # the name before chunked became the default
+            self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
-        if self.optim.gradient_checkpointing is None:  # the FLOP model: align's frozen LLM makes recompute pure cost
-            self.optim.gradient_checkpointing = self.stage != "align"
+        for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
+            _auto_or_bool(self, key)
+        if self.optim.checkpoint_layers < 0:
+            raise ConfigError("optim.checkpoint_layers must be >= 0 (0 = every decoder layer)")
         if not self.data.path:
             raise ConfigError("data.path is empty: name the records file (e.g. data.path=data/llava_665k.json)")
         if self.optim.max_steps <= 0 and self.optim.epochs <= 0:
@@ -119,6 +129,8 @@ class RunConfig:
             raise ConfigError("save_total_limit must be >= 1 (the newest complete checkpoint is always kept)")
         if self.resume not in ("auto", "none") and not Path(self.resume).is_dir():
             raise ConfigError(f"resume: {self.resume!r} is neither auto, none nor a checkpoint directory")
+        if self.model.base:
+            _check_base(self.model)
         if self.model.preset:
             from vistune.model import MODEL_PRESETS
 
@@ -145,6 +157,10 @@ class RunConfig:
             return self.data.template
         if self.stage == "align":
             return "plain"
+        if self.model.base:
+            from vistune.model.base import base_template
+
+            return base_template(self.model.base)
         from vistune.model import default_template
 
         return default_template(self.llm)
@@ -156,9 +172,30 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _check_base(model: ModelConfig) -> None:
+    """model.base brings its own vision tower, LLM and projector: naming parts beside it is a contradiction."""
+    defaults = ModelConfig()
+    clashing = [f"model.{k}" for k in ("preset", "vision", "llm", "projector")
+                if getattr(model, k) != getattr(defaults, k)]
+    if clashing:
+        raise ConfigError(f"model.base {model.base!r} already holds the vision tower, LLM and projector: "
+                          f"remove {', '.join(clashing)} (or drop model.base to compose from parts)")
+    from vistune.model.base import ADAPTER_MODES
+
+    _choice("model.base_adapter", model.base_adapter, ADAPTER_MODES)
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}{_suggest(value, allowed)}")
+
+
+def _auto_or_bool(config: RunConfig, dotted: str) -> None:
+    """A switch that is true, false or auto."""
+    section, name = dotted.split(".")
+    value = getattr(getattr(config, section), name)
+    if not isinstance(value, bool) and value != AUTO:
+        raise ConfigError(f"{dotted}: {value!r} is not one of true, false, auto{_suggest(value, ['true', 'false', AUTO])}")
 
 
 def _suggest(word: str, options) -> str:

@@ -40,6 +40,8 @@ def planned_model(config: RunConfig):
     from vistune.model import LoraSettings, apply_stage_policy, attach_lora
     from vistune.model.presets import resolve_llm, resolve_vision
 
+    if config.model.base:
+        return _planned_base(config)
     try:
         vision_src, llm_src = resolve_vision(config.vision), resolve_llm(config.llm)
         vcfg = _local_config(vision_src)
@@ -69,6 +71,26 @@ def planned_model(config: RunConfig):
     return model, source
 
 
+def _planned_base(config: RunConfig):
+    """The base's own Llava config on the meta device, with this run's LoRA and stage policy."""
+    from transformers import LlavaForConditionalGeneration
+
+    from vistune.model import LoraSettings, apply_stage_policy, attach_lora
+    from vistune.model.base import base_llava_config
+
+    try:
+        llava_config = base_llava_config(config.model.base, config.model.base_vision, local_only=True)
+    except (OSError, ValueError) as err:
+        raise PartsNotLocal(f"model.base {config.model.base}: {err}") from None
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(llava_config)
+    if uses_lora(config):
+        model = attach_lora(model, LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                                                target_modules=config.lora.target_modules))
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    return model, "the base's config"
+
+
 def _configs_from_table(config: RunConfig, err: Exception):
     """Vision / LLM configs rebuilt from published architecture numbers, for parts not on this machine."""
     from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
@@ -93,8 +115,10 @@ def plan(config: RunConfig) -> str:
     from vistune.model import count_parameters, format_parameter_table
 
     lines = ["resolved config:", config.to_yaml().rstrip(), ""]
-    lines += [f"parts: vision={config.vision}  llm={config.llm}  template={config.template}"]
+    parts = f"base={config.model.base}" if config.model.base else f"vision={config.vision}  llm={config.llm}"
+    lines += [f"parts: {parts}  template={config.template}"]
     lines += [f"note: {n}" for n in checks(config)]
+    lines += [f"auto: {line}" for line in auto_switches(config)]
     try:
         model, source = planned_model(config)
         table = format_parameter_table(count_parameters(model))
@@ -104,6 +128,22 @@ def plan(config: RunConfig) -> str:
         lines += [f"parameter table skipped: {err}; a dry run never downloads. Download the parts (or point "
                   f"model.vision / model.llm at local directories) to see it."]
     return "\n".join(lines)
+
+
+def auto_switches(config: RunConfig) -> list[str]:
+    """What the `auto` switches will become (packing is known now; the rest once the model and data are built)."""
+    import copy
+
+    from vistune.train.resolve import resolve_packing
+
+    decision = resolve_packing(copy.deepcopy(config))
+    lines = [decision.line()] if decision else []
+    if config.optim.gradient_checkpointing == "auto":
+        lines.append("optim.gradient_checkpointing: decided at start from the memory model and the data's longest "
+                     "micro-batch (vistune plan CONFIG --gpu G shows the estimate)")
+    if config.optim.liger == "auto":
+        lines.append("optim.liger: on at start with CUDA and liger-kernel installed, for a Llama-family LLM")
+    return lines
 
 
 def checks(config: RunConfig) -> list[str]:

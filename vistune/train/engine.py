@@ -20,9 +20,10 @@ from vistune.perf.meter import meter_for
 from vistune.perf.peak import device_peak
 from vistune.train import checkpoint as ckpt
 from vistune.train.artifacts import CONFIG_FILE, base_record
-from vistune.train.build import build_dataset, build_model, length_sampler_fn, loss_function
+from vistune.train.build import build_run, length_sampler_fn, loss_function, training_callbacks
 from vistune.train.callbacks import LOG_FILE, JsonlLogCallback, SignalCallback
 from vistune.train.config import RunConfig
+from vistune.train.resolve import config_header
 from vistune.train.trainer import NonFiniteLoss, VistuneTrainer
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ def training_arguments(config: RunConfig):
         warmup_steps=o.warmup_ratio,
         lr_scheduler_type=o.scheduler,
         max_grad_norm=o.max_grad_norm,
-        gradient_checkpointing=bool(o.gradient_checkpointing),
+        gradient_checkpointing=o.gradient_checkpointing is True,  # auto is resolved before (vistune.train.resolve)
         torch_compile=o.torch_compile,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing else None,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if o.gradient_checkpointing is True else None,
+        use_liger_kernel=o.liger is True,
+        liger_kernel_config=liger_kernels(config) if o.liger is True else None,
         bf16=o.bf16,
         tf32=o.tf32 if o.tf32 else None,
         logging_steps=config.logging_steps,
@@ -88,6 +91,13 @@ def training_arguments(config: RunConfig):
         # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def liger_kernels(config: RunConfig) -> dict:
+    """Liger's kernels for the LLM: RMSNorm, SwiGLU, RoPE; its fused linear CE only for optim.cross_entropy=liger
+    (chunked CE needs the logits it computes at supervised positions)."""
+    fused = config.optim.cross_entropy == "liger"
+    return {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False, "fused_linear_cross_entropy": fused}
 
 
 def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
@@ -119,17 +129,20 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     _say("resolved config:\n" + config.to_yaml())
     preflight(config)  # fails within seconds when the machine lacks what the config asks for
     set_seed(config.seed)  # identical on every rank: ZeRO-3 partitions each rank's own copy
-    model, processor = build_model(config)
+    skips = SkipLog()
+    built = build_run(config, skips)  # resolves the auto switches (packing, checkpointing, Liger) on the way
+    model, processor, dataset, collator = built.model, built.processor, built.dataset, built.collator
     _say("trainable parameters:\n" + format_parameter_table(count_parameters(model)))
+    _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
+    for decision in built.decisions:
+        _say(decision.line())
+    config_yaml = config_header(built.decisions) + config.to_yaml()
 
     args = training_arguments(config)  # sets up the process group under a launcher
     is_main = args.should_save
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(config.to_yaml())
-    skips = SkipLog()
-    dataset, collator = build_dataset(config, processor, model, skips)
-    _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
+        (out / CONFIG_FILE).write_text(config_yaml)
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     stream = _stream_position(config, dataset, args)
@@ -140,13 +153,13 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *([stream] if stream else []),
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config), *([stream] if stream else []),
                    *(callbacks or [])],
         meter=meter,
         compute_loss_func=loss_function(config),
         projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
         train_sampler_fn=length_sampler_fn(config, dataset),
-        run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config.to_yaml(),
+        run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config_yaml,
                    "save_total_limit": config.save_total_limit},
     )
     resume = resolve_resume(config, is_main, trainer._barrier)

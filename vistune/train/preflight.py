@@ -11,6 +11,7 @@ import functools
 import importlib
 import importlib.metadata
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -86,6 +87,11 @@ def flash_attention_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
+def liger_available() -> bool:
+    """Liger's Triton kernels run on CUDA only."""
+    return torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
+
+
 def bitsandbytes_backend() -> str | None:
     """The device bitsandbytes can quantise on here ('cuda' / 'cpu' / ...), or None when it cannot."""
     try:
@@ -118,6 +124,7 @@ def environment_report() -> dict:
         "tf32": tf32_supported(),
         "attention": "flash_attention_2" if flash_attention_available() else "sdpa",
         "flash_attn_installed": importlib.util.find_spec("flash_attn") is not None,
+        "liger_kernel_installed": importlib.util.find_spec("liger_kernel") is not None,
         "bitsandbytes_backend": bitsandbytes_backend(),
     }
 
@@ -142,6 +149,13 @@ def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> 
                 "pip install flash-attn, or set model.attn_implementation=sdpa",
             )
         )
+    if (config.optim.liger is True or config.optim.cross_entropy == "liger") and not liger_available():
+        problems.append(Problem("Liger kernels requested but liger-kernel is not installed (or there is no GPU)",
+                                "pip install 'vistune[liger]' on a CUDA machine, or set optim.liger=auto "
+                                "optim.cross_entropy=chunked"))
+    if config.optim.torch_compile and not torch.cuda.is_available() and shutil.which("c++") is None:
+        problems.append(Problem("torch_compile on CPU needs a C++ compiler (inductor) and none is on PATH",
+                                "install g++, or set optim.torch_compile=false"))
     if config.deepspeed and importlib.util.find_spec("deepspeed") is None:
         problems.append(Problem("a DeepSpeed config is set but deepspeed is not installed", "pip install deepspeed"))
     return problems

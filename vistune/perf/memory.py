@@ -100,8 +100,11 @@ class Activations:
 
 
 def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
-                images: int = 1, lora_dropout: float = 0.05) -> Activations:
-    """Activations of a micro-batch of `micro_batch` sequences of `tokens` tokens each."""
+                images: int = 1, lora_dropout: float = 0.05, logit_fraction: float = 1.0,
+                checkpoint_layers: int | None = None) -> Activations:
+    """Activations of a micro-batch of `micro_batch` sequences of `tokens` tokens each; `logit_fraction` is the
+    share of positions that reach lm_head (chunked cross-entropy: the supervised ones); with checkpointing,
+    `checkpoint_layers` of the decoder layers recompute (None: all of them)."""
     llm, vis = arch.llm, arch.vision
     b = activation_dtype_bytes(work, engine)
     n = tokens * micro_batch
@@ -112,14 +115,16 @@ def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, mi
     # Backward frees each layer's saved tensors about as fast as it makes their gradients; with checkpointing
     # the layer being recomputed holds its full set again (measured on the tiny model, tests/plan).
     if work.gradient_checkpointing:
-        layers, backward_work = llm.layers * llm.hidden * b * n, per_layer  # each layer's input only
+        k = llm.layers if checkpoint_layers is None else min(checkpoint_layers, llm.layers)
+        layers = k * llm.hidden * b * n + (llm.layers - k) * per_layer  # a checkpointed layer keeps its input only
+        backward_work = per_layer
     else:
         layers, backward_work = llm.layers * per_layer, 0.0
     layers += 4 * llm.hidden * n + (llm.hidden * b * n if work.llm_trained else 0)  # final norm (+ lm_head input)
     return Activations(
         layers=layers,
         projector=images * micro_batch * arch.image_tokens * (vis.hidden + 2 * llm.hidden) * b,
-        loss_tail=12 * llm.vocab * n,
+        loss_tail=12 * llm.vocab * n * logit_fraction,
         backward_work=backward_work,
         vision_forward=images * micro_batch * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
     )
@@ -131,7 +136,8 @@ def activation_dtype_bytes(work: Workload, engine: Engine) -> int:
 
 
 def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
-                    images: int = 1, lora_dropout: float = 0.05) -> MemoryEstimate:
+                    images: int = 1, lora_dropout: float = 0.05, logit_fraction: float = 1.0,
+                    checkpoint_layers: int | None = None) -> MemoryEstimate:
     """Per-GPU memory of one training step at the peak of backward, at steady state (optimizer states exist)."""
     llm, vis = arch.llm, arch.vision
     b, world, stage = engine.dtype_bytes, max(engine.world_size, 1), engine.zero_stage
@@ -185,7 +191,78 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
     else:
         est.optimizer = optim
 
-    est.activations = activations(arch, work, engine, tokens, micro_batch, images, lora_dropout).peak
+    est.activations = activations(arch, work, engine, tokens, micro_batch, images, lora_dropout, logit_fraction,
+                                  checkpoint_layers).peak
     dynamic = est.activations + est.zero3_live + est.gradients
     est.overhead = FRAGMENTATION * dynamic + (GPU_CONTEXT_BYTES if engine.device == "cuda" else 0)
     return est
+
+
+@dataclass
+class CheckpointingDecision:
+    """Whether a step needs gradient checkpointing to fit, with the two estimates it was decided from."""
+
+    needed: bool
+    without: MemoryEstimate  # checkpointing off
+    with_: MemoryEstimate  # checkpointing on for `layers` decoder layers
+    budget: float  # bytes the step may use (device memory, or host RAM per process on CPU)
+    margin: float  # share of the budget the step may fill
+    layers: int = 0  # decoder layers to checkpoint: the fewest that fit (all of them when nothing fits)
+    total_layers: int = 0  # decoder layers of the LLM
+
+    def reason(self) -> str:
+        off, on = self.without.total / GIB, self.with_.total / GIB
+        limit = f"{self.margin:.0%} of {self.budget / GIB:.1f} GiB"
+        if self.needed:
+            which = "all" if self.layers >= self.total_layers else f"{self.layers} of {self.total_layers}"
+            return f"the step needs ~{off:.1f} GiB without it, over {limit}; {which} layers: ~{on:.1f} GiB"
+        return f"the step needs ~{off:.1f} GiB without it, within {limit}"
+
+
+CHECKPOINTING_MARGIN = 0.8  # the memory model's error and allocator spikes get the other 20%
+
+
+def decide_checkpointing(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, micro_batch: int,
+                         budget: float, images: int = 1, lora_dropout: float = 0.05, logit_fraction: float = 1.0,
+                         margin: float = CHECKPOINTING_MARGIN) -> CheckpointingDecision:
+    """Checkpointing off when the step without it fits `margin` of `budget` bytes; otherwise on for the fewest
+    decoder layers that make it fit (all when none do): recompute costs a third more work per checkpointed layer,
+    so it is only worth paying where it buys the memory."""
+    import dataclasses
+
+    def estimate(gc: bool, layers: int | None = None) -> MemoryEstimate:
+        return estimate_memory(arch, dataclasses.replace(work, gradient_checkpointing=gc), engine, tokens,
+                               micro_batch, images, lora_dropout, logit_fraction, layers)
+
+    total, without = arch.llm.layers, estimate(False)
+    if without.total <= margin * budget:
+        return CheckpointingDecision(False, without, estimate(True), budget, margin, 0, total)
+    for k in range(1, total + 1):
+        partial = estimate(True, k)
+        if partial.total <= margin * budget:
+            return CheckpointingDecision(True, without, partial, budget, margin, k, total)
+    return CheckpointingDecision(True, without, estimate(True), budget, margin, total, total)
+
+
+def deepspeed_settings(path: str | None) -> dict:
+    """zero_stage / offload flags / reduce bucket from a DeepSpeed JSON (by its name when the file is absent)."""
+    import json
+    import re
+    from pathlib import Path
+
+    if not path:
+        return {"zero_stage": 0}
+    file = Path(path)
+    if not file.is_file():
+        match = re.search(r"zero(\d)", file.name)
+        offload = "offload" in file.name
+        return {"zero_stage": int(match.group(1)) if match else 0, "offload_optimizer": offload,
+                "offload_param": offload and "zero3" in file.name}
+    zero = json.loads(file.read_text()).get("zero_optimization", {})
+    bucket = zero.get("reduce_bucket_size", "auto")
+    return {
+        "zero_stage": int(zero.get("stage", 0)),
+        "offload_optimizer": zero.get("offload_optimizer", {}).get("device", "none") in ("cpu", "nvme"),
+        "offload_param": zero.get("offload_param", {}).get("device", "none") in ("cpu", "nvme"),
+        "reduce_bucket": None if bucket == "auto" else float(bucket),
+    }

@@ -1,0 +1,427 @@
+"""A checkpoint zoo: tiny random weights in the exact file layouts of the checkpoints users bring.
+
+Sizes are scaled down; file names, shard indexes, config keys, tokenizer kinds and weight names are the real ones.
+Where each layout fact comes from:
+- lmsys/vicuna-7b-v1.5: the hub file list (config.json LlamaForCausalLM, vocab 32000, pad_token_id 0, torch_dtype
+  float16; generation_config.json; pytorch_model-0000{1,2}-of-00002.bin + pytorch_model.bin.index.json;
+  sentencepiece tokenizer.model + tokenizer_config.json `tokenizer_class: LlamaTokenizer`, `legacy: false`,
+  `add_bos_token: true`, `pad_token: null`, no tokenizer.json) and REFERENCE.md ("ships a sentencepiece tokenizer.model").
+- liuhaotian/llava-v1.5-7b: its config.json (`LlavaLlamaForCausalLM`, model_type "llava", mm_vision_tower
+  openai/clip-vit-large-patch14-336, mm_projector_type mlp2x_gelu, mm_vision_select_layer -2,
+  mm_vision_select_feature patch, mm_use_im_start_end / mm_use_im_patch_token false, image_aspect_ratio pad,
+  mm_hidden_size), .bin shards with an index; weight names from LLaVA's llava/model/llava_arch.py (`model.mm_projector`,
+  `model.vision_tower.vision_tower.vision_model.*` = CLIPVisionTower wrapping CLIPVisionModel) and
+  multimodal_projector/builder.py (mlp2x_gelu = Sequential(Linear, GELU, Linear): indices 0 and 2).
+- the stage-1 projector (liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5): config.json + mm_projector.bin
+  holding `model.mm_projector.{0,2}.{weight,bias}` (llava/train/train.py safe_save_model_for_hf_trainer, keys_to_match
+  ['mm_projector']).
+- a LLaVA LoRA output dir (scripts/v1_5/finetune_lora.sh, train.py): config.json (the LLaVA config),
+  adapter_config.json + adapter_model.bin (PEFT, keys `base_model.model.model.layers.N...lora_A.weight`, targets all
+  LLM linears but lm_head: find_all_linear_names), non_lora_trainables.bin (`base_model.model.model.mm_projector.*`,
+  get_peft_state_non_lora_maybe_zero_3); loaded by llava/model/builder.py on `model_base` and merged.
+- openai/clip-vit-large-patch14-336: full CLIPModel config (text + vision), preprocessor_config.json
+  (CLIPImageProcessor, 336 shortest edge / centre crop), pytorch_model.bin only.
+- google/siglip-so400m-patch14-384: SiglipModel config, model.safetensors, SiglipImageProcessor (mean/std 0.5).
+- llava-hf/llava-1.5-7b-hf: LlavaForConditionalGeneration (image_token_index 32000, pad 32001 `<pad>`, vocab 32064,
+  vision_feature_layer -2, select strategy default, projector gelu), model-0000N-of-00003.safetensors + index,
+  processor_config.json, chat_template (USER:/ASSISTANT:, typed content parts), as transformers'
+  models/llava/convert_llava_weights_to_hf.py writes it.
+- meta-llama/Meta-Llama-3-8B-Instruct: tokenizer.json only (BPE, <|begin_of_text|>, <|eot_id|>), chat_template
+  in tokenizer_config.json, 4 safetensors shards.  mistralai/Mistral-7B-Instruct-v0.2: sentencepiece, [INST] chat
+  template, 3 safetensors shards.  Qwen/Qwen2-7B-Instruct: tokenizer.json + vocab.json/merges.txt, ChatML chat
+  template with its default system prompt, no BOS, 4 safetensors shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+
+HIDDEN, LAYERS, HEADS, INTER = 64, 2, 4, 128
+V_HIDDEN, V_LAYERS, V_HEADS, IMAGE, PATCH = 32, 3, 2, 28, 14
+
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == "
+    "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles "
+    "are supported!') }}{% endif %}{% endfor %}"
+)
+QWEN2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LLAVA_HF_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    from vistune.model.tiny import _CORPUS_LINES
+
+    return _CORPUS_LINES * 20
+
+
+def sentencepiece_model(vocab_size: int = 400) -> bytes:
+    """A Llama-style sentencepiece BPE model (byte fallback, <unk>=0 <s>=1 </s>=2), trained here in a second."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus()), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
+        add_dummy_prefix=True, split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+        character_coverage=1.0, minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def _json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _bin_shards(state: dict, out: Path, n: int = 2) -> None:
+    """pytorch_model-0000i-of-0000n.bin + pytorch_model.bin.index.json, as transformers 4.3x wrote them."""
+    names = list(state)
+    weight_map, total = {}, 0
+    for i in range(n):
+        shard = f"pytorch_model-{i + 1:05d}-of-{n:05d}.bin"
+        part = {k: state[k].contiguous() for k in names[i::n]}
+        torch.save(part, out / shard)
+        weight_map.update(dict.fromkeys(part, shard))
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    _json(out / "pytorch_model.bin.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def _safetensors_shards(state: dict, out: Path, n: int) -> None:
+    """model-0000i-of-0000n.safetensors + model.safetensors.index.json."""
+    from safetensors.torch import save_file
+
+    names = list(state)
+    weight_map, total = {}, 0
+    for i in range(n):
+        shard = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        part = {k: state[k].contiguous() for k in names[i::n]}
+        save_file(part, str(out / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, shard))
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    _json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def _llm_state(model_type: str, vocab: int, seed: int, **extra) -> tuple[dict, dict]:
+    """(config dict in the hub's key order, fp16 state dict) of a tiny causal LM."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=INTER,
+                                  num_hidden_layers=LAYERS, num_attention_heads=HEADS, max_position_embeddings=512,
+                                  tie_word_embeddings=False, **extra)
+    model = AutoModelForCausalLM.from_config(config)
+    state = {k: v.to(torch.float16) for k, v in model.state_dict().items()}
+    return config, state
+
+
+def vicuna(out: Path, legacy: bool = False) -> Path:
+    """lmsys/vicuna-7b-v1.5: Llama-2, sentencepiece-only tokenizer, .bin shards with an index."""
+    out.mkdir(parents=True)
+    (out / "tokenizer.model").write_bytes(sentencepiece_model())
+    _json(out / "tokenizer_config.json", {
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>", "legacy": legacy, "model_max_length": 4096, "pad_token": None, "padding_side": "right",
+        "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>"})
+    _json(out / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>",
+                                            "unk_token": "<unk>"})
+    _, state = _llm_state("llama", 400, seed=1)
+    _json(out / "config.json", {
+        "_name_or_path": "vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"], "bos_token_id": 1,
+        "eos_token_id": 2, "hidden_act": "silu", "hidden_size": HIDDEN, "initializer_range": 0.02,
+        "intermediate_size": INTER, "max_position_embeddings": 512, "model_type": "llama",
+        "num_attention_heads": HEADS, "num_hidden_layers": LAYERS, "num_key_value_heads": HEADS, "pad_token_id": 0,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "tie_word_embeddings": False,
+        "torch_dtype": "float16", "transformers_version": "4.31.0", "use_cache": True, "vocab_size": 400})
+    _json(out / "generation_config.json", {"bos_token_id": 1, "do_sample": True, "eos_token_id": 2, "max_length": 4096,
+                                           "pad_token_id": 0, "temperature": 0.9, "top_p": 0.6})
+    _bin_shards(state, out)
+    return out
+
+
+def clip(out: Path) -> Path:
+    """openai/clip-vit-large-patch14-336: a full CLIPModel (text + vision), pytorch_model.bin only."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    out.mkdir(parents=True)
+    torch.manual_seed(2)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 100, "max_position_embeddings": 77, "projection_dim": 16},
+        vision_config={"hidden_size": V_HIDDEN, "intermediate_size": V_HIDDEN * 4, "num_hidden_layers": V_LAYERS,
+                       "num_attention_heads": V_HEADS, "image_size": IMAGE, "patch_size": PATCH, "projection_dim": 16,
+                       "hidden_act": "quick_gelu"},
+        projection_dim=16,
+    )
+    config.save_pretrained(out)
+    torch.save(CLIPModel(config).state_dict(), out / "pytorch_model.bin")
+    CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}).save_pretrained(out)
+    return out
+
+
+def siglip(out: Path) -> Path:
+    """google/siglip-so400m-patch14-384: a full SiglipModel, model.safetensors, SiglipImageProcessor."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    out.mkdir(parents=True)
+    torch.manual_seed(3)
+    config = SiglipConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 100, "max_position_embeddings": 16},
+        vision_config={"hidden_size": V_HIDDEN, "intermediate_size": V_HIDDEN * 4, "num_hidden_layers": V_LAYERS,
+                       "num_attention_heads": V_HEADS, "image_size": IMAGE, "patch_size": PATCH},
+    )
+    SiglipModel(config).save_pretrained(out)
+    SiglipImageProcessor(size={"height": IMAGE, "width": IMAGE}).save_pretrained(out)
+    return out
+
+
+def _fast_tokenizer(specials: list[str], *, bos: str | None, eos: str, pad: str | None, template: str,
+                    add_bos: bool, out: Path, extra_files: bool = False) -> None:
+    """A byte-level BPE tokenizer.json (Llama-3 / Qwen2 style) with the model's special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
+        vocab_size=500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+                                   model_max_length=8192, clean_up_tokenization_spaces=False)
+    fast.chat_template = template
+    fast.save_pretrained(out)
+    if extra_files:  # Qwen2 also ships the slow tokenizer's vocab.json / merges.txt
+        tok.model.save(str(out))
+
+
+def llama3(out: Path) -> Path:
+    """meta-llama/Meta-Llama-3-8B-Instruct: tokenizer.json only, chat template, 4 safetensors shards."""
+    out.mkdir(parents=True)
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    _fast_tokenizer(specials, bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None, template=LLAMA3_TEMPLATE,
+                    add_bos=True, out=out)
+    config, state = _llm_state("llama", 500, seed=4, num_key_value_heads=2, rope_theta=500000.0,
+                               bos_token_id=0, eos_token_id=4)
+    config.architectures = ["LlamaForCausalLM"]
+    config.save_pretrained(out)
+    _safetensors_shards(state, out, 4)
+    return out
+
+
+def qwen2(out: Path) -> Path:
+    """Qwen/Qwen2-7B-Instruct: tokenizer.json + vocab.json/merges.txt, ChatML, no BOS, 4 safetensors shards."""
+    out.mkdir(parents=True)
+    _fast_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+                    template=QWEN2_TEMPLATE, add_bos=False, out=out, extra_files=True)
+    config, state = _llm_state("qwen2", 500, seed=5, num_key_value_heads=2, bos_token_id=0, eos_token_id=2)
+    config.architectures = ["Qwen2ForCausalLM"]
+    config.save_pretrained(out)
+    _safetensors_shards(state, out, 4)
+    return out
+
+
+def mistral(out: Path) -> Path:
+    """mistralai/Mistral-7B-Instruct-v0.2: sentencepiece tokenizer (legacy), [INST] template, 3 safetensors shards."""
+    out.mkdir(parents=True)
+    (out / "tokenizer.model").write_bytes(sentencepiece_model())
+    _json(out / "tokenizer_config.json", {
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "chat_template": MISTRAL_TEMPLATE,
+        "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": True, "model_max_length": 32768,
+        "pad_token": None, "sp_model_kwargs": {}, "spaces_between_special_tokens": False,
+        "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "use_default_system_prompt": False})
+    config, state = _llm_state("mistral", 400, seed=6, num_key_value_heads=2, sliding_window=None,
+                               rope_theta=1000000.0, bos_token_id=1, eos_token_id=2)
+    config.architectures = ["MistralForCausalLM"]
+    config.save_pretrained(out)
+    _safetensors_shards(state, out, 3)
+    return out
+
+
+def llava_config(vision_tower: str, projector: str = "mlp2x_gelu", **overrides) -> dict:
+    """liuhaotian/llava-v1.5-7b's config.json keys, sizes scaled down."""
+    return {
+        "_name_or_path": "./checkpoints/vicuna-7b-v1-5", "architectures": ["LlavaLlamaForCausalLM"],
+        "bos_token_id": 1, "eos_token_id": 2, "freeze_mm_mlp_adapter": False, "hidden_act": "silu",
+        "hidden_size": HIDDEN, "image_aspect_ratio": "pad", "initializer_range": 0.02, "intermediate_size": INTER,
+        "max_position_embeddings": 512, "mm_hidden_size": V_HIDDEN, "mm_projector_type": projector,
+        "mm_use_im_patch_token": False, "mm_use_im_start_end": False, "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": -2, "mm_vision_tower": vision_tower, "model_type": "llava",
+        "num_attention_heads": HEADS, "num_hidden_layers": LAYERS, "num_key_value_heads": HEADS, "pad_token_id": 0,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "tie_word_embeddings": False,
+        "torch_dtype": "float16", "transformers_version": "4.31.0", "tune_mm_mlp_adapter": False,
+        "tune_mm_vision_resampler": False, "unfreeze_mm_vision_tower": False, "use_cache": True, "use_mm_proj": True,
+        "vocab_size": 400, **overrides,
+    }
+
+
+def projector_state(projector: str = "mlp2x_gelu", seed: int = 7, prefix: str = "model.mm_projector.") -> dict:
+    torch.manual_seed(seed)
+    if projector == "linear":
+        lin = torch.nn.Linear(V_HIDDEN, HIDDEN)
+        return {prefix + k: v.half() for k, v in lin.state_dict().items()}
+    mlp = torch.nn.Sequential(torch.nn.Linear(V_HIDDEN, HIDDEN), torch.nn.GELU(), torch.nn.Linear(HIDDEN, HIDDEN))
+    return {prefix + k: v.half() for k, v in mlp.state_dict().items()}
+
+
+def llava_v15(out: Path, vicuna_dir: Path, clip_dir: Path, *, projector: str = "mlp2x_gelu",
+              with_vision: bool = False) -> Path:
+    """liuhaotian/llava-v1.5-7b: Vicuna weights + model.mm_projector.* (+ model.vision_tower.* when present)."""
+    from vistune.model.weight_files import read_weights
+
+    out.mkdir(parents=True)
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        (out / name).write_bytes((vicuna_dir / name).read_bytes())
+    _json(out / "config.json", llava_config("openai/clip-vit-large-patch14-336", projector))
+    state = {k: v.clone() for k, v in read_weights(vicuna_dir, allow_pickle=True).items()}
+    state.update(projector_state(projector))
+    if with_vision:
+        clip_state = torch.load(clip_dir / "pytorch_model.bin", weights_only=True)
+        state.update({"model.vision_tower.vision_tower." + k: v.half() for k, v in clip_state.items()
+                      if k.startswith("vision_model.")})
+    _bin_shards(state, out)
+    return out
+
+
+def projector_bin(out: Path) -> Path:
+    """The stage-1 release: config.json + mm_projector.bin."""
+    out.mkdir(parents=True)
+    _json(out / "config.json", llava_config("openai/clip-vit-large-patch14-336", tune_mm_mlp_adapter=True))
+    torch.save(projector_state(seed=8), out / "mm_projector.bin")
+    return out
+
+
+def llava_lora(out: Path, vicuna_dir: Path, r: int = 4) -> Path:
+    """A LLaVA LoRA output dir: config.json, adapter_config.json, adapter_model.bin, non_lora_trainables.bin."""
+    from vistune.model.weight_files import read_weights
+
+    out.mkdir(parents=True)
+    _json(out / "config.json", llava_config("openai/clip-vit-large-patch14-336"))
+    targets = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    _json(out / "adapter_config.json", {
+        "base_model_name_or_path": "lmsys/vicuna-7b-v1.5", "bias": "none", "fan_in_fan_out": False,
+        "inference_mode": True, "init_lora_weights": True, "lora_alpha": 2 * r, "lora_dropout": 0.05,
+        "modules_to_save": None, "peft_type": "LORA", "r": r, "target_modules": targets, "task_type": "CAUSAL_LM"})
+    base = read_weights(vicuna_dir, allow_pickle=True)
+    torch.manual_seed(9)
+    adapter = {}
+    for name, weight in base.items():
+        if name.startswith("model.layers.") and name.rsplit(".", 2)[-2] in targets:
+            module = name.removesuffix(".weight")
+            adapter[f"base_model.model.{module}.lora_A.weight"] = torch.randn(r, weight.shape[1]).half() * 0.1
+            adapter[f"base_model.model.{module}.lora_B.weight"] = torch.randn(weight.shape[0], r).half() * 0.1
+    torch.save(adapter, out / "adapter_model.bin")
+    torch.save(projector_state(seed=10, prefix="base_model.model.model.mm_projector."), out / "non_lora_trainables.bin")
+    return out
+
+
+def llava_hf(out: Path, vicuna_dir: Path, clip_dir: Path) -> Path:
+    """llava-hf/llava-1.5-7b-hf, as convert_llava_weights_to_hf.py writes it: <image> 32000-style id right after the
+    text vocab, a `<pad>` after it, vocab padded to a multiple of 64, 3 safetensors shards, chat template."""
+    from transformers import (
+        AddedToken,
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    out.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(vicuna_dir)
+    tokenizer.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    vocab = (len(tokenizer) + 63) // 64 * 64
+    text = LlamaConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+                       num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=512,
+                       pad_token_id=tokenizer.pad_token_id)
+    vision = CLIPVisionConfig.from_pretrained(clip_dir)
+    config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                         image_seq_length=(IMAGE // PATCH) ** 2, vision_feature_layer=-2,
+                         vision_feature_select_strategy="default", projector_hidden_act="gelu",
+                         pad_token_id=tokenizer.pad_token_id)
+    config.architectures = ["LlavaForConditionalGeneration"]
+    torch.manual_seed(11)
+    model = LlavaForConditionalGeneration(config).to(torch.float16)
+    model.save_pretrained(out, max_shard_size="90KB")
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert shards, "expected a sharded checkpoint"
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor.from_pretrained(clip_dir), tokenizer=tokenizer, patch_size=PATCH,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_HF_TEMPLATE)
+    processor.save_pretrained(out)
+    return out
+
+
+class Zoo:
+    """Builds each entry once under `root` (a session-wide temporary directory) and returns its path."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _get(self, name: str, build) -> Path:
+        path = self.root / name
+        if not path.exists():
+            build(path)
+        return path
+
+    def vicuna(self, legacy: bool = False) -> Path:
+        return self._get(f"vicuna-7b-v1.5{'-legacy' if legacy else ''}", lambda p: vicuna(p, legacy))
+
+    def clip(self) -> Path:
+        return self._get("clip-vit-large-patch14-336", clip)
+
+    def siglip(self) -> Path:
+        return self._get("siglip-so400m-patch14-384", siglip)
+
+    def llama3(self) -> Path:
+        return self._get("Meta-Llama-3-8B-Instruct", llama3)
+
+    def qwen2(self) -> Path:
+        return self._get("Qwen2-7B-Instruct", qwen2)
+
+    def mistral(self) -> Path:
+        return self._get("Mistral-7B-Instruct-v0.2", mistral)
+
+    def llava_v15(self, projector: str = "mlp2x_gelu", with_vision: bool = False) -> Path:
+        name = f"llava-v1.5-7b-{projector}{'-vision' if with_vision else ''}"
+        return self._get(name, lambda p: llava_v15(p, self.vicuna(), self.clip(), projector=projector,
+                                                   with_vision=with_vision))
+
+    def projector_bin(self) -> Path:
+        return self._get("llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5", projector_bin)
+
+    def llava_lora(self) -> Path:
+        return self._get("llava-v1.5-7b-lora", lambda p: llava_lora(p, self.vicuna()))
+
+    def llava_hf(self) -> Path:
+        return self._get("llava-1.5-7b-hf", lambda p: llava_hf(p, self.vicuna(), self.clip()))
