@@ -80,6 +80,12 @@ class StreamDataset(IterableDataset):
     def __len__(self) -> int:
         return len(self.shard_of) // self.world_size
 
+    @property
+    def lengths(self) -> list[int]:
+        """Token lengths are unknown until a sample is read: every sample is taken as max_length long (the worst
+        case), so memory decisions made from lengths (gradient checkpointing auto) err on the safe side."""
+        return [self.max_length] * len(self.shard_of)
+
     def batches_per_epoch(self, world_size: int, batch_size: int) -> int:
         return -(-(len(self.shard_of) // world_size) // batch_size)
 
