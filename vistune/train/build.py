@@ -161,19 +161,25 @@ def build_dataset(config: RunConfig, processor, model, skips):
     from vistune.model import num_image_tokens
     from vistune.model.compose import llava_of
 
-    records = load_records(config.data.path, skips=skips)
     image_root = config.data.image_root or str(Path(config.data.path).parent)
-    dataset = VisualInstructDataset(
-        records,
-        processor,
-        get_template(config.template),
-        image_root=image_root,
-        num_image_tokens=num_image_tokens(llava_of(model)),
-        max_length=config.data.max_length,
-        aspect=config.data.aspect,
-        skips=skips,
-        source=config.data.path,
-    )
+    settings = dict(image_root=image_root, num_image_tokens=num_image_tokens(llava_of(model)),
+                    max_length=config.data.max_length, aspect=config.data.aspect, skips=skips,
+                    source=config.data.path)
+    loader = data_loader_kind(config)
+    if loader == "stream":
+        from vistune.data_prep.stream import StreamDataset
+
+        settings.pop("image_root")
+        dataset = StreamDataset(config.data.path, processor, get_template(config.template), seed=config.seed,
+                                shuffle_buffer=config.data.shuffle_buffer, **settings)
+    elif loader == "memory":
+        records = load_records(config.data.path, skips=skips)
+        dataset = VisualInstructDataset(records, processor, get_template(config.template), **settings)
+    else:
+        from vistune.data_prep.cached_dataset import CachedDataset
+
+        dataset = CachedDataset(config.data.path, processor, get_template(config.template),
+                                cache_dir=config.data.cache_dir or None, **settings)
     if len(dataset) == 0:
         raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
     resolve_packing(config)
@@ -188,6 +194,14 @@ def build_dataset(config: RunConfig, processor, model, skips):
 
         collator = SupervisedLogitsCollator(collator)
     return dataset, collator
+
+
+def data_loader_kind(config: RunConfig) -> str:
+    """data.loader with auto resolved: stream for a directory of .tar shards, else the tokenised cache."""
+    if config.data.loader != "auto":
+        return config.data.loader
+    path = Path(config.data.path)
+    return "stream" if path.is_dir() and any(path.glob("*.tar")) else "cache"
 
 
 def attention_implementation(config: RunConfig) -> str | None:
@@ -220,8 +234,8 @@ def training_callbacks(config: RunConfig) -> list:
 
 def length_sampler_fn(config: RunConfig, dataset):
     """A factory the trainer calls with its TrainingArguments: LLaVA's modality-length grouping, or None."""
-    if not config.data.group_by_length:
-        return None
+    if not config.data.group_by_length or getattr(dataset, "shards_itself", False):
+        return None  # a stream groups lengths inside its shuffle buffer
     from vistune.data_prep import LengthGroupedSampler
 
     def make(args):

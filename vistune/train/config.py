@@ -20,6 +20,7 @@ METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
+LOADERS = ("auto", "cache", "memory", "stream")
 CROSS_ENTROPY = ("chunked", "full", "liger")
 AUTO = "auto"  # a switch left to vistune: resolved at build time from the machine, model and data
 ARCHS = ("llava", "llava_next", "llava_onevision")
@@ -60,6 +61,9 @@ class DataConfig:
     group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
     packing: bool | str = AUTO  # padding-free: a batch's samples in one row, no cross attention; auto = on when the attention keeps samples apart
+    loader: str = "auto"  # auto (stream a dir of .tar shards, else cache), cache (tokenised once, shared), memory, stream
+    cache_dir: str = ""  # where tokenised caches live ("" = $VISTUNE_CACHE/tokenized, ~/.cache/vistune/tokenized)
+    shuffle_buffer: int = 1000  # stream: samples in the seeded shuffle buffer (length grouping happens inside it)
 
 
 @dataclass
@@ -125,6 +129,7 @@ class RunConfig:
         if self.model.train_vision == "lora" and not (self.stage == "instruct" and self.method in ("lora", "qlora")):
             raise ConfigError("model.train_vision: lora needs stage instruct with method lora or qlora (one PEFT adapter "
                               "holds the LLM's and the tower's LoRA); use train_vision: full otherwise")
+        _choice("data.loader", self.data.loader, LOADERS)
         if self.optim.cross_entropy == "default":  # the name before chunked became the default
             self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)

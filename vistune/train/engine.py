@@ -145,6 +145,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         (out / CONFIG_FILE).write_text(config_yaml)
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    stream = _stream_position(config, dataset, args)
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
     trainer = VistuneTrainer(
@@ -152,7 +153,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config),
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config), *([stream] if stream else []),
                    *(callbacks or [])],
         meter=meter,
         compute_loss_func=loss_function(config),
@@ -164,6 +165,11 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")
+        if stream:
+            from vistune.train.stream_position import resume_stream
+
+            at = resume_stream(dataset, resume, stream)
+            _say(f"stream: epoch {at['epoch']}, {at['batches']} batches already trained")
     elif is_main:
         (out / SKIPPED_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh list
     trainer._barrier()
@@ -189,6 +195,17 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     _save_final(trainer, out, is_main)
     _say(f"done: {step} steps; outputs in {out}")
     return TrainResult(out, step, "done", model=trainer.model)
+
+
+def _stream_position(config: RunConfig, dataset, args):
+    """A StreamPosition callback for a self-sharding stream (None for the other datasets)."""
+    if not getattr(dataset, "shards_itself", False):
+        return None
+    from vistune.train.stream_position import StreamPosition
+
+    batches = dataset.batches_per_epoch(args.world_size, args.per_device_train_batch_size)
+    return StreamPosition(batches, args.gradient_accumulation_steps, config.seed, args.world_size,
+                          args.per_device_train_batch_size)
 
 
 def _finish_skip_log(skips, path: Path) -> None:

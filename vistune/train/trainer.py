@@ -102,6 +102,16 @@ class VistuneTrainer(Trainer):
                 rates[f"lr_{group['name']}"] = float(group["lr"])
         return rates
 
+    def get_train_dataloader(self):
+        """A stream that splits itself across ranks and workers gets its own loader (accelerate would make every
+        rank read every sample); everything else goes through Trainer's."""
+        dataset = self.train_dataset
+        if not getattr(dataset, "shards_itself", False):
+            return super().get_train_dataloader()
+        return dataset.loader(self.data_collator, batch_size=self._train_batch_size,
+                              num_workers=self.args.dataloader_num_workers, rank=self.args.process_index,
+                              world_size=self.args.world_size)
+
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler_fn is not None:
             return self.train_sampler_fn(self.args)
