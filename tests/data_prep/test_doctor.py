@@ -53,6 +53,27 @@ def test_the_cached_doctor_reports_what_the_record_doctor_reports(tmp_path, text
     assert [s.problem for s in b.warnings] == ["truncated"]
 
 
+def test_the_cached_doctor_counts_anyres_images_by_size_as_the_record_doctor(tmp_path, tiny_parts):
+    """arch llava_next through the cache: the same per-image counts, too_long reasons and lengths."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for name, size in (("s.png", (20, 20)), ("w.png", (90, 30)), ("t.png", (30, 100))):
+        Image.new("RGB", size).save(root / name)
+    data = [llava("s", "s.png", ("q", "a")), llava("w", "w.png", ("q", "a")), llava("t", "t.png", ("q", "a")),
+            llava("many", ["t.png", "w.png", "s.png", "t.png"], ("q", "a")),
+            llava("cut", "w.png", ("q", "a"), ("word " * 60, "b"))]
+    path = write_json(root / "d.json", data)
+    side = load_text_side("tiny", "llava_next")
+    a, b = (diagnose(path, max_length=150, text_side=side, keep_records=k, cache_dir=tmp_path / "c")
+            for k in (True, False))
+    assert a.to_dict(first=50) == b.to_dict(first=50) and a.good_ids == b.good_ids == ["s", "w", "t", "cut"]
+    assert len(set(b.token_lengths[:3])) == 3  # three sizes, three counts
+    assert [s.id for s in b.errors] == ["many"] and "image tokens: " in b.errors.items[0].reason
+    assert [s.id for s in b.warnings] == ["cut"]
+
+
 def test_cli_validate_exit_codes_report_and_fix(tmp_path, capsys):
     lines = one_of_each_problem(tmp_path / "data")
     path = tmp_path / "data" / "d.jsonl"

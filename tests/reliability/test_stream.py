@@ -137,3 +137,17 @@ def test_the_doctor_checks_shards(shards, tmp_path):
     (broken / "index.json").write_text(json.dumps({**index, "shards": index["shards"][:1]}))
     report = diagnose(broken, text_side=load_text_side("tiny"), max_length=256)
     assert [(s.problem, s.stage) for s in report.errors] == [("corrupt_image", "validate")] and report.total == 5
+
+
+def test_anyres_streams_are_refused_with_a_clear_error(shards, tiny_parts):
+    """A stream counts one fixed image-token count: llava_next (counts by size) stops before any wrong id."""
+    from vistune.data_prep import DataFileError
+    from vistune.data_prep.doctor import diagnose
+    from vistune.model import build_llava
+
+    directory, _ = shards
+    _, processor = build_llava(str(tiny_parts[0]), str(tiny_parts[1]), arch="llava_next")
+    with pytest.raises(DataFileError, match="model.arch llava only"):
+        _stream(directory, processor)
+    with pytest.raises(DataFileError, match="model.arch llava only"):
+        diagnose(directory, arch="llava_next")
