@@ -91,8 +91,8 @@ def sequence_flops(arch: LlavaArch, work: Workload, text_tokens: float, images: 
     proj_matmul = vis.hidden * llm.hidden + llm.hidden * llm.hidden
 
     count = FlopCount(
-        vision=images * vision_mult * vision_fwd,
-        projector=images * (6 if work.projector_trained else 2) * proj_matmul * arch.image_tokens,
+        vision=images * arch.tower_passes * vision_mult * vision_fwd,
+        projector=images * (6 if work.projector_trained else 2) * proj_matmul * arch.projected_tokens,
         llm=weight_mult * llm.matmul_params * s,
         lora=6 * n_lora * s,
         attention=3 * attn_fwd,

@@ -123,10 +123,10 @@ def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, mi
     layers += 4 * llm.hidden * n + (llm.hidden * b * n if work.llm_trained else 0)  # final norm (+ lm_head input)
     return Activations(
         layers=layers,
-        projector=images * micro_batch * arch.image_tokens * (vis.hidden + 2 * llm.hidden) * b,
+        projector=images * micro_batch * arch.projected_tokens * (vis.hidden + 2 * llm.hidden) * b,
         loss_tail=12 * llm.vocab * n * logit_fraction,
         backward_work=backward_work,
-        vision_forward=images * micro_batch * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
+        vision_forward=images * micro_batch * arch.tower_passes * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
     )
 
 

@@ -211,6 +211,22 @@ def _notes(inp: PlanInput) -> list[str]:
     return notes
 
 
+def anyres_arch(arch, config):
+    """For model.arch llava_next / llava_onevision: the image tokens and tower inputs of a typical image
+    (vistune.model.anyres.TYPICAL_IMAGE), counted by transformers' processor for that arch."""
+    if config.model.arch == "llava":
+        return arch
+    import dataclasses
+
+    from vistune.model.anyres import count_tokens
+
+    vis = arch.vision
+    tokens, passes = count_tokens(config.model.arch, tower_size=vis.image_size, patch_size=vis.patch_size,
+                                  drop_cls=vis.cls_token, pinpoints=config.model.image_grid_pinpoints,
+                                  vision_aspect_ratio=config.model.vision_aspect_ratio)
+    return dataclasses.replace(arch, anyres_tokens=tokens, tower_passes=passes)
+
+
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
     """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
@@ -222,11 +238,11 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         method=config.method,
         lora_r=config.lora.r,
         lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-        train_vision=config.model.train_vision,
+        train_vision=config.trains_vision,
         gradient_checkpointing=config.optim.gradient_checkpointing is True,
     )
     inp = PlanInput(
-        arch=_arch(config),
+        arch=anyres_arch(_arch(config), config),
         work=work,
         data=dataset_stats(config.data.path),
         gpu=gpu,

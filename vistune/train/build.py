@@ -76,8 +76,13 @@ def build_model(config: RunConfig):
         model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
         log.info("continuing the base's adapter %s", base_adapter)
     elif uses_lora(config):
-        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing is True)
+        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing is True,
+                            vision=vision_lora_settings(config))
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    if config.optim.vision_gradient_checkpointing and config.trains_vision:
+        from vistune.model.compose import llava_of
+
+        llava_of(model).model.vision_tower.gradient_checkpointing_enable({"use_reentrant": False})
     return model, processor
 
 
@@ -107,6 +112,7 @@ def compose_model(config: RunConfig):
             chat_template=chat_template_of(config.template),
             attn_implementation=attention_implementation(config),
             allow_pickle=config.model.allow_pickle,
+            **arch_settings(config),
         )
     if config.model.base:
         log.info("starting from model.base %s (its projector, processor and chat template)", config.model.base)
@@ -124,6 +130,34 @@ def compose_model(config: RunConfig):
 def continues_base_adapter(config: RunConfig) -> bool:
     """instruct with LoRA may continue a base+lora base's adapter; prefer always folds it in (it is the reference)."""
     return config.stage == "instruct" and uses_lora(config)
+
+
+def vision_lora_settings(config: RunConfig):
+    """The tower's own LoRA settings when model.train_vision is lora, else None."""
+    if config.model.train_vision != "lora":
+        return None
+    from vistune.model import LoraSettings
+
+    lora = config.lora
+    return LoraSettings(r=lora.vision_r, alpha=lora.vision_alpha, dropout=lora.dropout,
+                        target_modules=lora.vision_target_modules)
+
+
+def arch_settings(config: RunConfig) -> dict:
+    """build_llava's arch keywords; an image_grid_pinpoints the tower cannot tile is a ConfigError."""
+    from vistune.model.anyres import PinpointError, check_aspect_ratio, check_pinpoints
+    from vistune.model.compose import vision_input_size
+
+    m = config.model
+    if m.arch == "llava":
+        return {}
+    try:
+        if m.image_grid_pinpoints is not None:
+            check_pinpoints(m.image_grid_pinpoints, vision_input_size(config.vision))
+        check_aspect_ratio(m.vision_aspect_ratio)
+    except (PinpointError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    return {"arch": m.arch, "image_grid_pinpoints": m.image_grid_pinpoints, "vision_aspect_ratio": m.vision_aspect_ratio}
 
 
 def load_base_model(config: RunConfig):
@@ -147,19 +181,25 @@ def build_dataset(config: RunConfig, processor, model, skips):
     from vistune.model import num_image_tokens
     from vistune.model.compose import llava_of
 
-    records = load_records(config.data.path, skips=skips)
     image_root = config.data.image_root or str(Path(config.data.path).parent)
-    dataset = VisualInstructDataset(
-        records,
-        processor,
-        get_template(config.template),
-        image_root=image_root,
-        num_image_tokens=num_image_tokens(llava_of(model)),
-        max_length=config.data.max_length,
-        aspect=config.data.aspect,
-        skips=skips,
-        source=config.data.path,
-    )
+    settings = dict(image_root=image_root, num_image_tokens=num_image_tokens(llava_of(model)),
+                    max_length=config.data.max_length, aspect=config.data.aspect, skips=skips,
+                    source=config.data.path)
+    loader = data_loader_kind(config)
+    if loader == "stream":
+        from vistune.data_prep.stream import StreamDataset
+
+        settings.pop("image_root")
+        dataset = StreamDataset(config.data.path, processor, get_template(config.template), seed=config.seed,
+                                shuffle_buffer=config.data.shuffle_buffer, **settings)
+    elif loader == "memory":
+        records = load_records(config.data.path, skips=skips)
+        dataset = VisualInstructDataset(records, processor, get_template(config.template), **settings)
+    else:
+        from vistune.data_prep.cached_dataset import CachedDataset
+
+        dataset = CachedDataset(config.data.path, processor, get_template(config.template),
+                                cache_dir=config.data.cache_dir or None, **settings)
     if len(dataset) == 0:
         raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
     resolve_packing(config)
@@ -174,6 +214,14 @@ def build_dataset(config: RunConfig, processor, model, skips):
 
         collator = SupervisedLogitsCollator(collator)
     return dataset, collator
+
+
+def data_loader_kind(config: RunConfig) -> str:
+    """data.loader with auto resolved: stream for a directory of .tar shards, else the tokenised cache."""
+    if config.data.loader != "auto":
+        return config.data.loader
+    path = Path(config.data.path)
+    return "stream" if path.is_dir() and any(path.glob("*.tar")) else "cache"
 
 
 def attention_implementation(config: RunConfig) -> str | None:
@@ -206,8 +254,8 @@ def training_callbacks(config: RunConfig) -> list:
 
 def length_sampler_fn(config: RunConfig, dataset):
     """A factory the trainer calls with its TrainingArguments: LLaVA's modality-length grouping, or None."""
-    if not config.data.group_by_length:
-        return None
+    if not config.data.group_by_length or getattr(dataset, "shards_itself", False):
+        return None  # a stream groups lengths inside its shuffle buffer
     from vistune.data_prep import LengthGroupedSampler
 
     def make(args):

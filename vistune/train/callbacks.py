@@ -55,6 +55,7 @@ class JsonlLogCallback(TrainerCallback):
         elapsed = now - (self._last_time or now)
         entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP + PREFERENCE_KEYS if k in logs}}
         entry["lr"] = entry.pop("learning_rate", None)
+        entry.update({k: _num(v) for k, v in logs.items() if k.startswith("lr_")})  # each parameter group's rate
         entry["samples_per_s"] = round(steps * self.global_batch / elapsed, 3) if elapsed > 0 and steps else None
         if self.meter is not None and steps:
             entry.update(self.meter.log_fields(steps))

@@ -112,7 +112,7 @@ class _Stage2:
     def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
         return VistuneTrainer(
             compute_loss_func=loss_function(config),
-            projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+            module_lrs=config.module_lrs(),
             train_sampler_fn=length_sampler_fn(config, kwargs["train_dataset"]),
             **kwargs,
         )
@@ -172,6 +172,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         (out / CONFIG_FILE).write_text(config_yaml)
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    stream = _stream_position(config, dataset, args)
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
     live_eval = _live_eval(config, processor)
@@ -182,8 +183,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         train_dataset=dataset,
         data_collator=collator,
         callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config),
-                   *live_eval,
-                   *(callbacks or [])],
+                   *([stream] if stream else []), *live_eval, *(callbacks or [])],
         meter=meter,
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config_yaml,
                    "save_total_limit": config.save_total_limit},
@@ -193,6 +193,11 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")
+        if stream:
+            from vistune.train.stream_position import resume_stream
+
+            at = resume_stream(dataset, resume, stream)
+            _say(f"stream: epoch {at['epoch']}, {at['batches']} batches already trained")
     elif is_main:
         (out / SKIPPED_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh list
     trainer._barrier()
@@ -227,6 +232,17 @@ def _live_eval(config: RunConfig, processor) -> list:
     from vistune.train.live_eval import LiveEvalCallback
 
     return [LiveEvalCallback(config.eval, processor, config.template, config.output_dir, config.data.aspect)]
+
+
+def _stream_position(config: RunConfig, dataset, args):
+    """A StreamPosition callback for a self-sharding stream (None for the other datasets)."""
+    if not getattr(dataset, "shards_itself", False):
+        return None
+    from vistune.train.stream_position import StreamPosition
+
+    batches = dataset.batches_per_epoch(args.world_size, args.per_device_train_batch_size)
+    return StreamPosition(batches, args.gradient_accumulation_steps, config.seed, args.world_size,
+                          args.per_device_train_batch_size)
 
 
 def _finish_skip_log(skips, path: Path) -> None:
