@@ -37,6 +37,9 @@ def test_summary_has_every_field(quickstart):
     assert all(0.0 < v <= 1.0 for v in chance.values())  # 1 / distinct gold answers of the type
     assert summary["questions"] > 0
     assert set(PHASES) <= set(summary["wall_seconds"]) and summary["wall_seconds"]["total"] > 0
+    by_step = summary["accuracy_by_step"]["instruct"]  # logged by the eval: block inside `vistune train`
+    assert by_step["step"] == [5, 10] and set(by_step) == {"step", *TYPES, "overall"}
+    assert {k: v[-1] for k, v in by_step.items() if k != "step"} == summary["accuracy"]["after_instruct"]
     demo = summary["demo"]
     assert demo["question"] and demo["expected"] and "answer" in demo and demo["command"].startswith("vistune chat")
 
@@ -49,7 +52,8 @@ def test_every_artifact_exists_and_loads_with_plain_transformers(quickstart):
     for key in ("data", "vision", "llm", "align_run", "instruct_run", "eval_align", "eval_instruct", "export",
                 "report", "summary"):
         assert os.path.exists(art[key]), key
-    for plot in ("loss_pretrain_clip", "loss_pretrain_llm", "loss_align", "loss_instruct", "loss_curves", "accuracy"):
+    for plot in ("loss_pretrain_clip", "loss_pretrain_llm", "loss_align", "loss_instruct", "loss_curves", "accuracy",
+                 "accuracy_steps"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
     assert (out / "runs" / "align" / "projector.safetensors").exists()
     assert (out / "runs" / "instruct" / "adapter" / "adapter_config.json").exists()
@@ -59,6 +63,7 @@ def test_every_artifact_exists_and_loads_with_plain_transformers(quickstart):
         assert metrics["answered"] == metrics["questions"] == len(lines) == summary["questions"]
     report = (out / "report.md").read_text()
     assert "![loss_curves](plots/loss_curves.png)" in report and "![accuracy](plots/accuracy.png)" in report
+    assert "![accuracy_steps](plots/accuracy_steps.png)" in report
     assert "question type" in stdout and "after_instruct" in stdout  # the closing table
     code = (
         "import sys, torch; from transformers import AutoProcessor, LlavaForConditionalGeneration; "

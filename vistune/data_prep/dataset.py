@@ -49,6 +49,14 @@ class VisualInstructDataset(Dataset):
         return len(self.records)
 
     @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def turns(self, i: int) -> tuple[int, int]:
+        """(assistant turns kept after truncation, assistant turns in the record) of item i."""
+        return self.tokenized[i].turns_kept, self.tokenized[i].turns_total
+
+    @property
     def lengths(self) -> list[int]:
         """LLaVA modality lengths: +tokens for records with images, -tokens for text-only records."""
         return [len(t.input_ids) if t.num_images else -len(t.input_ids) for t in self.tokenized]

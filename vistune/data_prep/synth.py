@@ -1,8 +1,9 @@
 """A synthetic visual instruction dataset: coloured shapes on a canvas, generated locally in seconds.
 
 Written as LLaVA JSON + an `images/` folder so it goes through exactly the path user data takes. Kept
-legible at 32 px (1-3 large shapes, four very distinct colours, three shapes, five positions) so a tiny
-LLaVA can learn it; answers are single words, so held-out accuracy is an exact match.
+legible to a tiny tower (1-3 shapes of one size, each in its own cell of a 3 x 3 grid, never touching; four very
+distinct colours, three shapes, five positions) so that every answer can be read from what a tiny LLaVA sees;
+answers are single words, so held-out accuracy is an exact match.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 230), "yellow": (245, 205, 0)}
 SHAPES = ("circle", "square", "triangle")
-POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "center": (0.5, 0.5)}
+# Centres of five cells of a 3 x 3 grid: a tower with 3 x 3 patches sees each shape in exactly one patch.
+POSITIONS = {"left": (1 / 6, 0.5), "right": (5 / 6, 0.5), "top": (0.5, 1 / 6), "bottom": (0.5, 5 / 6), "center": (0.5, 0.5)}
+RADIUS = 0.12  # of the image side, for every count: a shape stays inside its cell and never touches another
 _WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
           "center": "in the center"}
 _NUMBERS = {1: "One", 2: "Two", 3: "Three"}
@@ -60,10 +63,10 @@ def random_scene(rng: random.Random) -> Scene:
 def draw_scene(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     img = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    radius = size * (0.2 if scene.count == 1 else 0.15)
+    radius = size * RADIUS
     for pos in scene.positions:
         fx, fy = POSITIONS[pos]
-        cx, cy = fx * size + rng.uniform(-1, 1) * size / 32, fy * size + rng.uniform(-1, 1) * size / 32
+        cx, cy = fx * size + rng.uniform(-1, 1) * size / 64, fy * size + rng.uniform(-1, 1) * size / 64
         box = (cx - radius, cy - radius, cx + radius, cy + radius)
         colour = COLOURS[scene.colour]
         if scene.shape == "circle":
@@ -112,6 +115,39 @@ def synthesize(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_heldout: 
         paths[name] = out / f"{name}.json"
         paths[name].write_text(json.dumps(data, indent=1), encoding="utf-8")
     paths["images"] = out / "images"
+    return paths
+
+
+def wrong_answer(rng: random.Random, scene: Scene, question_type: str) -> str:
+    """A plausible wrong answer of the same kind: another colour, shape, count or position."""
+    options = {"colour": list(COLOURS), "shape": list(SHAPES), "count": ["1", "2", "3"],
+               "position": list(POSITIONS)}[question_type]
+    return rng.choice([o for o in options if o != scene.answer(question_type)])
+
+
+def synthesize_preferences(out_dir: str | Path, n: int = 600, seed: int = 1, *, n_heldout: int = 200,
+                           image_size: int = 64) -> dict[str, Path]:
+    """Writes prefer.json and prefer_heldout.json (new images, never in the other splits): one question per
+    image, chosen = the right answer, rejected = a plausible wrong one (colour, shape, count or position)."""
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    types = list(QUESTIONS)
+    paths = {}
+    for split, count in (("prefer", n), ("prefer_heldout", n_heldout)):
+        rows = []
+        for i in range(count):
+            scene = random_scene(rng)
+            kind = types[i % len(types)]
+            if kind not in scene.question_types():
+                scene = Scene(scene.colour, scene.shape, 1, scene.positions[:1])
+            scene, image = _write_image(out, f"{split}_{i:06d}", scene=scene, size=image_size, rng=rng)
+            rows.append({"id": f"{split}-{i}", "image": image,
+                         "conversations": [{"from": "human", "value": "<image>\n" + question(rng, scene, kind)}],
+                         "chosen": scene.answer(kind), "rejected": wrong_answer(rng, scene, kind),
+                         "question_type": kind})
+        paths[split] = out / f"{split}.json"
+        paths[split].write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return paths
 
 

@@ -144,6 +144,13 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             str(path), dtype=torch_dtype(dtype), use_safetensors=True, device_map=device_map
         )
         processor = load_processor(path)
+    elif base is not None and base.get("start"):  # a prefer run: its adapter sits on the Llava dir it started from
+        quantized = bool(base.get("load_in_4bit"))
+        model, processor = load_start(base["start"], dtype, load_in_4bit=quantized, device_map=device_map)
+        if quantized and dequantize:
+            dequantize_4bit(model, torch_dtype(dtype))
+        if (path / PROJECTOR_FILE).is_file():
+            load_projector(model, path / PROJECTOR_FILE)
     elif base is not None:
         model, processor = build_llava(
             _local_or_name(base, "vision"),
@@ -181,6 +188,38 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             model = model.merge_and_unload()
     model.eval()
     return model, processor, template
+
+
+def load_start(path: str | Path, dtype: str = "float32", *, load_in_4bit: bool = False, device_map=None,
+               attn_implementation: str | None = None):
+    """(model, processor) a later stage starts from: a standard Llava directory (an export, a full run), with
+    its LLM in 4-bit NF4 for QLoRA (vision tower, projector and lm_head stay in `dtype`, as `build_llava` leaves
+    them), or a vistune run / checkpoint with its LoRA merged in (full precision only)."""
+    from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
+
+    from vistune.model.compose import torch_dtype
+
+    path = Path(path)
+    if not _is_llava_dir(path):
+        if load_in_4bit:
+            raise ValueError(f"{path}: a 4-bit (QLoRA) start must be a Llava directory; export the run first: "
+                             f"vistune export --run {path} --out OUT --mode merged, then start from OUT")
+        model, processor, _ = load_trained(path, dtype=dtype, merge=True, device_map=device_map)
+        return model, processor
+    extra = {}
+    if load_in_4bit:
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype(dtype), bnb_4bit_quant_storage=torch_dtype(dtype),
+            llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"],
+        )
+    if attn_implementation:
+        extra["attn_implementation"] = attn_implementation
+    model = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=torch_dtype(dtype), use_safetensors=True,
+                                                          device_map=device_map, **extra)
+    if load_in_4bit:
+        keep_4bit_training_kernel(model)
+    return model, load_processor(path)
 
 
 def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
@@ -252,6 +291,9 @@ def dequantize_4bit(model: torch.nn.Module, dtype: torch.dtype) -> None:
                 setattr(module, name, linear)
     model.is_loaded_in_4bit = False
     model.hf_quantizer = None
+    if hasattr(model, "quantization_method"):  # a model from_pretrained quantised (a QLoRA prefer start)
+        del model.quantization_method
+        model.is_quantized = False
     for config in (model.config, getattr(model.config, "text_config", None)):
         if config is not None and hasattr(config, "quantization_config"):
             del config.quantization_config

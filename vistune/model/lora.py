@@ -81,17 +81,24 @@ def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpoint
                 vision: LoraSettings | None = None):
     """Wraps a composed Llava model in a PeftModel; for a 4-bit LLM, prepares it for k-bit training first.
     `vision` adds a LoRA of its own rank / alpha / targets on the tower to the same adapter."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    settings = settings or LoraSettings()
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    return get_peft_model(model, lora_config(model, settings, vision))
+
+
+def lora_config(model, settings: LoraSettings | None = None, vision: LoraSettings | None = None):
+    """The peft.LoraConfig vistune attaches: `settings` on the LLM's linear layers; `vision` adds the tower's own."""
+    from peft import LoraConfig
+
+    settings = settings or LoraSettings()
     targets, patterns = lora_target_regex(model, settings.target_modules), {}
     if vision is not None:
         vision_regex = vision_target_regex(model, vision.target_modules)
         targets = f"({targets})|({vision_regex})"
         patterns = {"rank_pattern": {vision_regex: vision.r}, "alpha_pattern": {vision_regex: vision.alpha}}
-    config = LoraConfig(
+    return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -101,4 +108,3 @@ def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpoint
         **patterns,
         **settings.extra,
     )
-    return get_peft_model(model, config)

@@ -1,6 +1,7 @@
 """What trains in each stage, and a table that shows it.
 
-align: projector only. instruct: LoRA/QLoRA adapters + projector, or (full) LLM + projector.
+align: projector only. instruct: LoRA/QLoRA adapters + projector, or (full) LLM + projector. prefer: the adapters
+only (the adapter-free network is the reference, so the projector stays as it was), or (full) LLM + projector.
 The vision tower stays frozen unless `train_vision` asks for it whole (full) or for its own LoRA (lora).
 """
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "prefer")
 METHODS = ("lora", "qlora", "full")
 
 # Component of each parameter, read from its name inside LlavaForConditionalGeneration (PEFT-wrapped or not).
@@ -54,10 +55,13 @@ def apply_stage_policy(model: torch.nn.Module, stage: str, method: str = "lora",
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    trainable = {"projector"}
-    trainable.add({"frozen": "projector", "full": "vision", "lora": "vision_lora"}[vision_mode(train_vision)])
-    if stage == "instruct":
-        trainable.add("lora" if method in ("lora", "qlora") else "llm")
+    lora = method in ("lora", "qlora")
+    trainable = set() if stage == "prefer" and lora else {"projector"}
+    mode = vision_mode(train_vision)
+    if mode != "frozen":
+        trainable.add("vision" if mode == "full" else "vision_lora")
+    if stage != "align":
+        trainable.add("lora" if lora else "llm")
     for name, param in model.named_parameters():
         param.requires_grad = component_of(name) in trainable and param.is_floating_point()
 

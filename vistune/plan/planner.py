@@ -196,7 +196,10 @@ def _notes(inp: PlanInput) -> list[str]:
              f"time at the mean sample ({inp.data.mean_tokens(inp.arch.image_tokens):.0f} tokens, {inp.data.source})"]
     if inp.offload_optimizer or inp.offload_param:
         notes.append("offload: host-side AdamW steps and PCIe transfers are not in the time estimate (slower)")
-    if inp.work.method == "qlora" and inp.work.stage == "instruct":
+    if inp.work.stage == "prefer":
+        notes.append("prefer: each sample is a pair (chosen + rejected rows through the policy, then a no-grad "
+                     "reference forward of both: the adapter-free network for LoRA, a frozen copy for full)")
+    if inp.work.method == "qlora" and inp.work.stage != "align":
         notes.append("QLoRA dequantises each weight per matmul: slower than LoRA, not in the time estimate")
     if inp.zero_stage == 3 and inp.gpu.interconnect == "pcie":
         notes.append(f"ZeRO-3 over PCIe ({inp.gpu.name}) gathers weights without NVLink: expect lower throughput")

@@ -23,6 +23,52 @@ def read_losses(log_jsonl: str | Path) -> tuple[list[int], list[float]]:
     return steps, losses
 
 
+def read_eval(log_jsonl: str | Path, name: str) -> dict[str, list]:
+    """{'step': [...], 'colour': [...], ..., 'overall': [...]}: held-out accuracy (0-1) logged while training.
+
+    Reads the eval/<name>/accuracy[/<type>] lines that `eval:` entries (vistune.train.live_eval) add to log.jsonl."""
+    prefix = f"eval/{name}/accuracy"
+    curves: dict[str, list] = {"step": []}
+    path = Path(log_jsonl)
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if prefix not in row:
+            continue
+        curves["step"].append(int(row["step"]))
+        for key, value in row.items():
+            if key == prefix or key.startswith(prefix + "/"):
+                kind = key[len(prefix) + 1:] or "overall"
+                curves.setdefault(kind, []).append(round(float(value) / 100, 4))
+    return curves
+
+
+def plot_accuracy_by_step(curves: dict[str, list], chance: dict[str, float], out_dir: Path) -> Path:
+    """Held-out accuracy per question type against the stage-2 step (dashed: overall chance)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for kind, values in curves.items():
+        if kind != "step":
+            ax.plot(curves["step"], values, marker="o", ms=3, lw=2.2 if kind == "overall" else 1.2, label=kind)
+    ax.axhline(chance.get("overall", 0.0), color="k", ls="dashed", lw=1)
+    ax.set(ylim=(0, 1.05), xlabel="stage-2 step", ylabel="held-out accuracy",
+           title="held-out accuracy while training (dashed: chance)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "accuracy_steps.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_losses(curves: dict[str, tuple[list[int], list[float]]], out_dir: Path) -> list[Path]:
     """One PNG per phase (loss_<phase>.png) plus all phases side by side (loss_curves.png)."""
     import matplotlib
@@ -92,6 +138,13 @@ def closing_table(summary: dict) -> str:
     header = ["question type", "chance", *stages]
     rows = [[t, f"{chance.get(t, 0):.2f}", *(f"{acc[s].get(t, 0):.2f}" for s in stages)] for t in types]
     lines = _table(header, rows)
+    if "preference" in summary:  # stage 3: preference accuracy on held-out pairs
+        p = summary["preference"]
+        kinds = list(p["accuracy_after"]["per_type"]) + ["overall"]
+        pick = lambda r, k: r["accuracy"] if k == "overall" else r["per_type"].get(k, 0)  # noqa: E731
+        lines += ["", *_table(["preference pairs", "before prefer", "after prefer"],
+                              [[k, f"{pick(p['accuracy_before'], k):.2f}", f"{pick(p['accuracy_after'], k):.2f}"]
+                               for k in kinds])]
     times = summary["wall_seconds"]
     lines += ["", *_table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in times.items()])]
     return "\n".join(lines)

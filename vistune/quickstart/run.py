@@ -30,6 +30,13 @@ class QuickstartSettings:
     llm_steps: int = 150  # next-token steps of the tiny Llama
     align_steps: int = 150  # stage 1 optimizer steps
     instruct_steps: int = 600  # stage 2 optimizer steps
+    vision_size: int = 48  # the tiny CLIP's input side (pixels); the synthetic images are 64 px
+    vision_patch: int = 8  # its patch side: (vision_size / vision_patch)^2 image tokens per image
+    llm_vocab: int = 1024  # the tiny Llama's BPE size: whole words keep prompts short, so images weigh more
+    eval_points: int = 10  # held-out evaluations during stage 2 (evenly spaced; the last after its final step)
+    prefer: bool = False  # also run stage 3 (prefer: DPO on synthetic preference pairs) after instruct
+    prefer_pairs: int = 600  # synthetic preference pairs to train on (held-out pairs: a third of that, >= 40)
+    prefer_steps: int = 120  # stage 3 optimizer steps
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
@@ -38,7 +45,8 @@ class QuickstartSettings:
         self.out = Path(self.out)
         if self.fast:
             self.images, self.clip_steps, self.llm_steps = 200, 30, 30
-            self.align_steps, self.instruct_steps = 10, 10
+            self.align_steps, self.instruct_steps, self.eval_points = 10, 10, 2
+            self.prefer_pairs, self.prefer_steps = 64, 6
 
 
 class PhaseTimer:
@@ -76,9 +84,11 @@ def run_quickstart(s: QuickstartSettings) -> dict:
     with timer("instruct"):
         _train("instruct.yaml", parts + [f"data.path={data['instruct']}", f"data.image_root={out / 'data'}",
                                          f"data.template={template}", f"model.projector={runs / 'align'}",
-                                         f"output_dir={runs / 'instruct'}", f"optim.max_steps={s.instruct_steps}"])
+                                         f"output_dir={runs / 'instruct'}", f"optim.max_steps={s.instruct_steps}",
+                                         _heldout_while_training(data["heldout"], s)])
     with timer("eval_instruct"):
         after_instruct = _evaluate(runs / "instruct", data["heldout"], out / "eval" / "instruct", template)
+    prefer = _prefer(s, out, parts, template, timer) if s.prefer else None
     with timer("export"):
         from vistune.train.export import export
 
@@ -103,14 +113,49 @@ def run_quickstart(s: QuickstartSettings) -> dict:
         },
         demo=demo,
     )
+    if prefer is not None:
+        from vistune.quickstart.summary import _fractions
+
+        summary["accuracy"]["after_prefer"] = _fractions(prefer.pop("shapes"), "accuracy")
+        summary["preference"] = prefer
+        summary["artifacts"]["prefer_run"] = str(runs / "prefer")
     write_outputs(summary, out, pretrain_losses, runs)
     return summary
+
+
+def _prefer(s: QuickstartSettings, out: Path, parts: list[str], template: str, timer: PhaseTimer) -> dict:
+    """Stage 3 on synthetic pairs (images never seen before); preference accuracy on held-out pairs before and
+    after, and the shapes accuracy after (it must not fall)."""
+    from vistune.data_prep.synth import synthesize_preferences
+    from vistune.eval.loading import load_model
+    from vistune.eval.preference import preference_accuracy
+
+    runs = out / "runs"
+    with timer("prefer_data"):
+        data = synthesize_preferences(out / "data", n=s.prefer_pairs, seed=s.seed + 1,
+                                      n_heldout=max(40, s.prefer_pairs // 3))
+
+    def accuracy(run: Path) -> dict:
+        model, processor, _ = load_model(str(run))
+        return preference_accuracy(model, processor, data["prefer_heldout"], template, image_root=out / "data")
+
+    with timer("eval_prefer_before"):
+        before = accuracy(runs / "instruct")
+    with timer("prefer"):
+        _train("prefer.yaml", parts + [f"data.path={data['prefer']}", f"data.image_root={out / 'data'}",
+                                       f"data.template={template}", f"preference.start={runs / 'instruct'}",
+                                       f"output_dir={runs / 'prefer'}", f"optim.max_steps={s.prefer_steps}"])
+    with timer("eval_prefer"):
+        after = accuracy(runs / "prefer")
+        shapes = _evaluate(runs / "prefer", str(out / "data" / "heldout.json"), out / "eval" / "prefer", template)
+    return {"heldout_pairs": after["pairs"], "accuracy_before": before, "accuracy_after": after, "shapes": shapes}
 
 
 def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: PhaseTimer):
     """Pretrains the tiny CLIP (and, for the tiny preset, the tiny Llama) on the synthetic data's text."""
     from PIL import Image
 
+    from vistune.model.tiny import TinySpec
     from vistune.model.tiny_pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
 
     align = json.loads(Path(data["align"]).read_text())
@@ -119,7 +164,8 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     with timer("pretrain_clip"):
         images = [Image.open(out / "data" / r["image"]).convert("RGB") for r in align]
         losses["pretrain_clip"] = pretrain_tiny_clip(
-            images, captions, out / "parts" / "vision", settings=PretrainSettings(steps=s.clip_steps, seed=s.seed)
+            images, captions, out / "parts" / "vision", spec=TinySpec(image_size=s.vision_size, patch_size=s.vision_patch),
+            settings=PretrainSettings(steps=s.clip_steps, seed=s.seed),
         )
     if s.preset == "smollm2":
         return out / "parts" / "vision", "smollm2-135m", losses
@@ -127,7 +173,8 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     texts = captions + [t["value"].replace("<image>", "").strip() for r in instruct for t in r["conversations"]]
     with timer("pretrain_llm"):
         losses["pretrain_llm"] = pretrain_tiny_llm(
-            texts, out / "parts" / "llm", settings=PretrainSettings(steps=s.llm_steps, seed=s.seed)
+            texts, out / "parts" / "llm", spec=TinySpec(vocab_size=s.llm_vocab),
+            settings=PretrainSettings(steps=s.llm_steps, seed=s.seed)
         )
     return out / "parts" / "vision", out / "parts" / "llm", losses
 
@@ -140,6 +187,13 @@ def _train(recipe: str, overrides: list[str]) -> None:
     result = train(load_config(CONFIG_DIR / recipe, overrides))
     if result.status != "done":
         raise RuntimeError(f"training stopped early ({result.status}); rerun to resume")
+
+
+def _heldout_while_training(heldout: str, s: QuickstartSettings) -> str:
+    """The `eval:` override that asks the held-out questions every tenth of stage 2 (the accuracy-vs-step plot)."""
+    entry = {"benchmark": "shapes", "data": str(heldout), "every": max(1, s.instruct_steps // s.eval_points),
+             "max_new_tokens": 8, "batch_size": 32}
+    return "eval=" + json.dumps([entry])
 
 
 def _evaluate(model_dir: Path, heldout: str, out: Path, template: str) -> dict:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vistune.quickstart.report import closing_table, plot_accuracy, plot_losses, read_losses, write_report
+from vistune.quickstart.report import (
+    closing_table,
+    plot_accuracy,
+    plot_accuracy_by_step,
+    plot_losses,
+    read_eval,
+    read_losses,
+    write_report,
+)
 
 
 def _fractions(metrics: dict, prefix: str) -> dict[str, float]:
@@ -39,10 +47,14 @@ def write_outputs(summary: dict, out: Path, pretrain_losses: dict[str, list[floa
     curves["instruct"] = read_losses(runs / "instruct" / "log.jsonl")
     plots = plot_losses(curves, out / "plots")
     plots.append(plot_accuracy(summary["accuracy"], summary["chance"], out / "plots"))
+    by_step = read_eval(runs / "instruct" / "log.jsonl", "shapes")
+    summary["accuracy_by_step"] = {"instruct": by_step}
+    if by_step["step"]:
+        plots.append(plot_accuracy_by_step(by_step, summary["chance"], out / "plots"))
     summary["artifacts"].update({"plots": [str(p) for p in plots], "report": str(out / "report.md"),
                                  "summary": str(out / "summary.json")})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(summary, out, [p for p in plots if p.name in ("loss_curves.png", "accuracy.png")])
+    write_report(summary, out, [p for p in plots if p.name in ("loss_curves.png", "accuracy.png", "accuracy_steps.png")])
     print("\n" + closing_table(summary))
     demo = summary["demo"]
     print(f"\nexported model, held-out question: {demo['question']!r} -> {demo['answer']!r} "

@@ -70,9 +70,10 @@ def base_record(config, model) -> dict:
     from vistune.data_prep import get_template
     from vistune.model.presets import resolve_llm, resolve_vision
 
-    qlora = config.stage == "instruct" and config.method == "qlora"
+    qlora = config.stage != "align" and config.method == "qlora"
     weights = "projector" if config.stage == "align" else "full" if config.method == "full" else "adapter"
-    if config.model.base:  # the base rebuilds the model; its adapter (continued) is replaced by the run's own
+    start = config.preference.start if config.stage == "prefer" else ""
+    if config.model.base and not start:  # the base rebuilds the model; its adapter (continued) is replaced by the run's own
         lora = config.stage == "instruct" and config.method in ("lora", "qlora")
         return {
             "base": config.model.base,
@@ -91,6 +92,7 @@ def base_record(config, model) -> dict:
         }
     vision_path, llm_path = resolve_vision(config.vision), resolve_llm(config.llm)
     return {
+        "start": str(Path(start).resolve()) if start else None,  # prefer: the trained model it started from
         "vision": config.vision,
         "vision_path": vision_path,
         "vision_sha256": part_fingerprint(vision_path),

@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
 _KEEP = ("loss", "learning_rate", "grad_norm", "epoch", "skipped_steps")  # skipped_steps: vistune.train.supervision
+# the prefer stage's metrics, as TRL names them (implicit rewards = beta * policy / reference log-ratio)
+PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                   "logps/rejected")
 
 
 class JsonlLogCallback(TrainerCallback):
     """One JSON line per logging event: step, loss, lr, grad_norm, samples_per_s, skipped_steps, time (no loss
-    when every step of the interval was skipped for lack of supervised tokens)."""
+    when every step of the interval was skipped for lack of supervised tokens); and one line per evaluation while
+    training: step, eval/<name>/<metric>..., time."""
 
     def __init__(self, path: str | Path, global_batch: int, meter=None):
         self.path = Path(path)
@@ -39,12 +43,17 @@ class JsonlLogCallback(TrainerCallback):
             self._truncate_after(state.global_step)  # a resumed run rewrites the steps after its checkpoint
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or not ("loss" in logs or "skipped_steps" in logs):
+        if not state.is_world_process_zero or not logs:
+            return
+        evals = {k: _num(v) for k, v in logs.items() if k.startswith("eval/")}  # vistune.train.live_eval
+        if evals:
+            self._write({"step": state.global_step, **evals, "time": round(time.time(), 3)})
+        if not ("loss" in logs or "skipped_steps" in logs):
             return
         now = time.perf_counter()
         steps = state.global_step - self._last_step
         elapsed = now - (self._last_time or now)
-        entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP if k in logs}}
+        entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP + PREFERENCE_KEYS if k in logs}}
         entry["lr"] = entry.pop("learning_rate", None)
         entry.update({k: _num(v) for k, v in logs.items() if k.startswith("lr_")})  # each parameter group's rate
         entry["samples_per_s"] = round(steps * self.global_batch / elapsed, 3) if elapsed > 0 and steps else None
@@ -52,6 +61,9 @@ class JsonlLogCallback(TrainerCallback):
             entry.update(self.meter.log_fields(steps))
         entry["time"] = round(time.time(), 3)
         self._last_time, self._last_step = now, state.global_step
+        self._write(entry)
+
+    def _write(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")

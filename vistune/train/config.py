@@ -15,11 +15,13 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "prefer")
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "orpo", "simpo")
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
+LOADERS = ("auto", "cache", "memory", "stream")
 CROSS_ENTROPY = ("chunked", "full", "liger")
 AUTO = "auto"  # a switch left to vistune: resolved at build time from the machine, model and data
 ARCHS = ("llava", "llava_next", "llava_onevision")
@@ -60,6 +62,9 @@ class DataConfig:
     group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
     packing: bool | str = AUTO  # padding-free: a batch's samples in one row, no cross attention; auto = on when the attention keeps samples apart
+    loader: str = "auto"  # auto (stream a dir of .tar shards, else cache), cache (tokenised once, shared), memory, stream
+    cache_dir: str = ""  # where tokenised caches live ("" = $VISTUNE_CACHE/tokenized, ~/.cache/vistune/tokenized)
+    shuffle_buffer: int = 1000  # stream: samples in the seeded shuffle buffer (length grouping happens inside it)
 
 
 @dataclass
@@ -98,13 +103,44 @@ class OptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    """One evaluation inside `vistune train`, on the in-memory model; metrics go to log.jsonl and report_to."""
+
+    benchmark: str = ""  # a vistune.eval benchmark (shapes, gqa, pope, ...), or "loss" (held-out loss / perplexity)
+    data: str = ""  # the benchmark's question file (for loss: a conversation records file, as data.path)
+    image_root: str | None = None  # images are relative to this (default: the data file's folder)
+    every: int = 0  # evaluate every N optimizer steps (0 = only at the end); always after the last step too
+    limit: int | None = None  # only the first N questions (records for loss)
+    name: str | None = None  # metrics are logged as eval/<name>/<metric>; default: the benchmark name
+    max_new_tokens: int = 16  # generation: answer length limit
+    temperature: float = 0.0  # generation: 0 = greedy decoding; > 0 samples
+    top_p: float = 1.0  # generation: nucleus sampling (only when sampling)
+    batch_size: int = 8  # questions per generate() call (loss: records per forward)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.benchmark
+
+
+@dataclass
+class PreferenceConfig:
+    """Stage prefer: where it starts and which TRL preference loss it optimises."""
+
+    start: str = ""  # stage-2 run / checkpoint dir or vistune export to start from; "" = compose from model.*
+    loss: str = "sigmoid"  # sigmoid (DPO), ipo, orpo or simpo (see vistune.train.prefer for the TRL class of each)
+    beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight)
+    sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha)
+
+
+@dataclass
 class RunConfig:
-    stage: str = "instruct"  # align (projector only) or instruct (LoRA / QLoRA / full + projector)
-    method: str = "lora"  # instruct method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
+    stage: str = "instruct"  # align (projector only), instruct (LoRA / QLoRA / full + projector) or prefer (DPO family)
+    method: str = "lora"  # instruct / prefer method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
     model: ModelConfig = field(default_factory=ModelConfig)  # which parts are composed, and how
     data: DataConfig = field(default_factory=DataConfig)  # what is trained on
     lora: LoraConfig = field(default_factory=LoraConfig)  # adapter settings for lora / qlora
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation hyper-parameters
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # the prefer stage's start and loss
     deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json ...); None = plain DDP
     output_dir: str = "runs/default"  # where outputs, checkpoints and log.jsonl go
     save_steps: int = 500  # checkpoint every N optimizer steps (0 = only at the end)
@@ -113,6 +149,7 @@ class RunConfig:
     logging_steps: int = 1  # log every N optimizer steps (console, log.jsonl, report_to)
     report_to: str = "none"  # none, tensorboard or wandb
     seed: int = 42  # seeds model init, data order and dropout
+    eval: list[EvalConfig] = field(default_factory=list)  # evaluations run while training (vistune.train.live_eval)
 
     def validate(self) -> RunConfig:
         _choice("stage", self.stage, STAGES)
@@ -125,9 +162,11 @@ class RunConfig:
         if self.model.train_vision == "lora" and not (self.stage == "instruct" and self.method in ("lora", "qlora")):
             raise ConfigError("model.train_vision: lora needs stage instruct with method lora or qlora (one PEFT adapter "
                               "holds the LLM's and the tower's LoRA); use train_vision: full otherwise")
+        _choice("data.loader", self.data.loader, LOADERS)
         if self.optim.cross_entropy == "default":  # the name before chunked became the default
             self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
+        _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
         for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
             _auto_or_bool(self, key)
         if self.optim.checkpoint_layers < 0:
@@ -140,6 +179,7 @@ class RunConfig:
             raise ConfigError("save_total_limit must be >= 1 (the newest complete checkpoint is always kept)")
         if self.resume not in ("auto", "none") and not Path(self.resume).is_dir():
             raise ConfigError(f"resume: {self.resume!r} is neither auto, none nor a checkpoint directory")
+        _check_evals(self.eval)
         if self.model.base:
             _check_base(self.model)
         if self.model.preset:
@@ -192,6 +232,22 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_evals(entries: list[EvalConfig]) -> None:
+    from vistune.eval import BENCHMARKS
+
+    known = ("loss", *BENCHMARKS)
+    labels = [e.label for e in entries]
+    for i, e in enumerate(entries):
+        where = f"eval[{i}]"
+        _choice(f"{where}.benchmark", e.benchmark, known)
+        if not e.data or not Path(e.data).exists():
+            raise ConfigError(f"{where}.data: {e.data!r} does not exist (the {e.benchmark} question file)")
+        if e.every < 0 or (e.limit is not None and e.limit < 1) or e.batch_size < 1 or e.max_new_tokens < 1:
+            raise ConfigError(f"{where}: every >= 0, limit >= 1, batch_size >= 1 and max_new_tokens >= 1")
+        if labels.count(e.label) > 1:
+            raise ConfigError(f"{where}: two eval entries log as eval/{e.label}/...; give one a distinct name")
 
 
 def _vision_mode(value) -> str:
@@ -257,6 +313,12 @@ def _coerce(value, annotation, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item, key) for v in value]
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {annotation.__name__} fields, got {value!r}")
+        item = annotation()
+        _apply(item, value, key + ".")
+        return item
     if annotation is bool:
         if isinstance(value, bool):
             return value

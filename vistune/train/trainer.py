@@ -102,6 +102,16 @@ class VistuneTrainer(Trainer):
                 rates[f"lr_{group['name']}"] = float(group["lr"])
         return rates
 
+    def get_train_dataloader(self):
+        """A stream that splits itself across ranks and workers gets its own loader (accelerate would make every
+        rank read every sample); everything else goes through Trainer's."""
+        dataset = self.train_dataset
+        if not getattr(dataset, "shards_itself", False):
+            return super().get_train_dataloader()
+        return dataset.loader(self.data_collator, batch_size=self._train_batch_size,
+                              num_workers=self.args.dataloader_num_workers, rank=self.args.process_index,
+                              world_size=self.args.world_size)
+
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler_fn is not None:
             return self.train_sampler_fn(self.args)
@@ -142,9 +152,13 @@ class VistuneTrainer(Trainer):
         if inputs.get("pixel_values") is None:
             inputs.pop("pixel_values", None)
             inputs = self._text_only_inputs(inputs)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss, outputs = self.loss_and_outputs(model, inputs, num_items_in_batch)
         self._check_finite(loss, [str(i) for i in ids])
         return (loss, outputs) if return_outputs else loss
+
+    def loss_and_outputs(self, model, inputs: dict, num_items_in_batch=None):
+        """(loss, model outputs or None) of the wrapped trainer: the one seam a stage with its own loss overrides."""
+        return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
 
     def _empty_batch_loss(self, model, inputs: dict, return_outputs: bool):
         """Every sample of the batch was skipped (e.g. all images failed): a one-token forward through every
@@ -186,6 +200,9 @@ class VistuneTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is not None:
             out["labels"] = torch.cat([labels, torch.full_like(extra, -100, dtype=labels.dtype)], dim=1)
+        scored = inputs.get("completion_mask")  # preference batches: the dummy image's tokens are never scored
+        if scored is not None:
+            out["completion_mask"] = torch.cat([scored, torch.zeros_like(extra, dtype=scored.dtype)], dim=1)
         vcfg = cfg.vision_config
         tower = llava.model.vision_tower
         dtype = next(tower.parameters()).dtype
