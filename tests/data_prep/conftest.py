@@ -29,3 +29,13 @@ def image_root(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(root / "a.png")
     Image.new("RGB", (20, 20), (0, 0, 255)).save(root / "b.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_next_processor(tiny_parts):
+    """The LlavaNextProcessor of the tiny model: each image's token count depends on its size."""
+    from vistune.model import build_llava
+
+    vision, llm = tiny_parts
+    _, processor = build_llava(str(vision), str(llm), arch="llava_next")
+    return processor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from data_fixtures import llava, write_json
 
@@ -15,8 +16,19 @@ from vistune.data_prep import (
     load_records,
 )
 
+LOADERS = ("memory", "cache")  # every dataset test runs on both: the same items, ids, labels and skips
 
-def make_dataset(tmp_path, image_root, processor, max_length=200):
+
+def open_dataset(kind, path, processor, template, *, skips, cache_dir, **settings):
+    """The in-memory dataset or the cached one over the same records file."""
+    if kind == "memory":
+        return VisualInstructDataset(load_records(path, skips=skips), processor, template, skips=skips, **settings)
+    from vistune.data_prep.cached_dataset import CachedDataset
+
+    return CachedDataset(path, processor, template, skips=skips, cache_dir=cache_dir, **settings)
+
+
+def make_dataset(tmp_path, image_root, processor, max_length=200, kind="memory"):
     data = [
         llava("img", "a.png", ("What colour?", "red")),
         llava("text", None, ("Say hi", "hi")),
@@ -25,15 +37,15 @@ def make_dataset(tmp_path, image_root, processor, max_length=200):
         llava("long", "a.png", ("x " * 300, "y")),
     ]
     skips = SkipLog()
-    records = load_records(write_json(tmp_path / "d.json", data), skips=skips)
-    ds = VisualInstructDataset(records, processor, get_template("vicuna_v1"), image_root=image_root,
-                               num_image_tokens=16, max_length=max_length, skips=skips)
+    ds = open_dataset(kind, write_json(tmp_path / "d.json", data), processor, get_template("vicuna_v1"), skips=skips,
+                      cache_dir=tmp_path / "cache", image_root=image_root, num_image_tokens=16, max_length=max_length)
     return ds, skips
 
 
-def test_items_and_skips(tmp_path, image_root, tiny_processor):
-    ds, skips = make_dataset(tmp_path, image_root, tiny_processor)
-    assert [r.id for r in ds.records] == ["img", "text", "two", "gone"]
+@pytest.mark.parametrize("kind", LOADERS)
+def test_items_and_skips(tmp_path, image_root, tiny_processor, kind):
+    ds, skips = make_dataset(tmp_path, image_root, tiny_processor, kind=kind)
+    assert ds.ids == ["img", "text", "two", "gone"]
     assert [(s.id, s.stage, s.problem) for s in skips] == [("long", "tokenize", "too_long")]
     item = ds[0]
     assert item["id"] == "img" and item["pixel_values"].shape == (1, 3, 32, 32)
@@ -45,8 +57,9 @@ def test_items_and_skips(tmp_path, image_root, tiny_processor):
     assert lengths[0] == len(ds[0]["input_ids"]) > 0 and lengths[1] == -len(ds[1]["input_ids"])
 
 
-def test_collator_pads_right_and_concatenates_images(tmp_path, image_root, tiny_processor):
-    ds, _ = make_dataset(tmp_path, image_root, tiny_processor)
+@pytest.mark.parametrize("kind", LOADERS)
+def test_collator_pads_right_and_concatenates_images(tmp_path, image_root, tiny_processor, kind):
+    ds, _ = make_dataset(tmp_path, image_root, tiny_processor, kind=kind)
     pad = tiny_processor.tokenizer.pad_token_id
     samples = [ds[0], ds[1], ds[3], ds[2]]
     batch = DataCollator(pad)(samples)
@@ -83,15 +96,15 @@ def test_sampler_groups_modalities_and_is_deterministic():
         assert [abs(lengths[i]) for i in chunk] == sorted((abs(lengths[i]) for i in chunk), reverse=True)
 
 
-def test_skips_from_dataloader_workers_reach_the_streamed_file(tmp_path, image_root, tiny_processor):
+@pytest.mark.parametrize("kind", LOADERS)
+def test_skips_from_dataloader_workers_reach_the_streamed_file(tmp_path, image_root, tiny_processor, kind):
     from torch.utils.data import DataLoader
 
     stream = tmp_path / "run" / "skipped.jsonl"
     skips = SkipLog(stream_to=stream)
-    records = load_records(write_json(tmp_path / "d.json", [llava("ok", "a.png", ("q", "a")),
-                                                            llava("gone", "missing.png", ("q", "a"))]), skips=skips)
-    ds = VisualInstructDataset(records, tiny_processor, get_template("vicuna_v1"), image_root=image_root,
-                               num_image_tokens=16, max_length=200, skips=skips)
+    path = write_json(tmp_path / "d.json", [llava("ok", "a.png", ("q", "a")), llava("gone", "missing.png", ("q", "a"))])
+    ds = open_dataset(kind, path, tiny_processor, get_template("vicuna_v1"), skips=skips, cache_dir=tmp_path / "c",
+                      image_root=image_root, num_image_tokens=16, max_length=200)
     loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=DataCollator(0))
     (batch,) = list(loader)
     assert batch["ids"] == ["ok"]

@@ -24,16 +24,54 @@ def test_text_side_matches_build_llava(text_side, tokenizer):
     assert text_side.tokenizer.pad_token_id == tokenizer.pad_token_id
 
 
-def test_each_problem_is_reported_with_its_record_id(tmp_path, text_side):
+@pytest.mark.parametrize("keep_records", [True, False], ids=["records", "cache"])
+def test_each_problem_is_reported_with_its_record_id(tmp_path, text_side, keep_records):
     lines = one_of_each_problem(tmp_path / "data")
     path = tmp_path / "data" / "d.jsonl"
     path.write_bytes(b"\n".join(lines.values()))
-    report = diagnose(path, max_length=256, text_side=text_side, workers=4)
+    report = diagnose(path, max_length=256, text_side=text_side, workers=2, keep_records=keep_records,
+                      cache_dir=tmp_path / "cache")
     found = {s.problem: s.id for s in report.errors}
     expected = {k: (f"#{list(lines).index(k)}" if k == "bad_json" else "good" if k == "duplicate_id" else k) for k in lines if k != "good"}
     assert found == expected
-    assert [r.id for r in report.good] == ["good"] and not report.ok
+    assert report.good_ids == ["good"] and not report.ok
     assert set(found) <= set(PROBLEMS)
+
+
+def test_the_cached_doctor_reports_what_the_record_doctor_reports(tmp_path, text_side):
+    """Same errors (in the same order, with the same reasons), warnings and histograms through the cache."""
+    from PIL import Image
+
+    lines = one_of_each_problem(tmp_path / "data")
+    Image.new("RGB", (8, 8)).save(tmp_path / "data" / "t.png")
+    lines["truncated"] = json.dumps(llava("truncated", "t.png", ("q", "a"), ("word " * 200, "b"))).encode()
+    path = tmp_path / "data" / "d.jsonl"
+    path.write_bytes(b"\n".join(lines.values()))
+    a, b = (diagnose(path, max_length=128, text_side=text_side, keep_records=k, cache_dir=tmp_path / "c")
+            for k in (True, False))
+    assert a.to_dict(first=50) == b.to_dict(first=50) and a.good_ids == b.good_ids
+    assert [s.problem for s in b.warnings] == ["truncated"]
+
+
+def test_the_cached_doctor_counts_anyres_images_by_size_as_the_record_doctor(tmp_path, tiny_parts):
+    """arch llava_next through the cache: the same per-image counts, too_long reasons and lengths."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for name, size in (("s.png", (20, 20)), ("w.png", (90, 30)), ("t.png", (30, 100))):
+        Image.new("RGB", size).save(root / name)
+    data = [llava("s", "s.png", ("q", "a")), llava("w", "w.png", ("q", "a")), llava("t", "t.png", ("q", "a")),
+            llava("many", ["t.png", "w.png", "s.png", "t.png"], ("q", "a")),
+            llava("cut", "w.png", ("q", "a"), ("word " * 60, "b"))]
+    path = write_json(root / "d.json", data)
+    side = load_text_side("tiny", "llava_next")
+    a, b = (diagnose(path, max_length=150, text_side=side, keep_records=k, cache_dir=tmp_path / "c")
+            for k in (True, False))
+    assert a.to_dict(first=50) == b.to_dict(first=50) and a.good_ids == b.good_ids == ["s", "w", "t", "cut"]
+    assert len(set(b.token_lengths[:3])) == 3  # three sizes, three counts
+    assert [s.id for s in b.errors] == ["many"] and "image tokens: " in b.errors.items[0].reason
+    assert [s.id for s in b.warnings] == ["cut"]
 
 
 def test_cli_validate_exit_codes_report_and_fix(tmp_path, capsys):
@@ -57,7 +95,7 @@ def test_truncation_is_a_warning_not_an_error(tmp_path, text_side):
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     path = write_json(tmp_path / "d.json", [llava("t", "a.png", ("q", "a"), ("word " * 200, "b"))])
-    report = diagnose(path, max_length=128, text_side=text_side)
+    report = diagnose(path, max_length=128, text_side=text_side, cache_dir=tmp_path / "cache")
     assert report.ok and [s.problem for s in report.warnings] == ["truncated"]
     assert report.to_dict()["images_per_record"] == {"1": 1}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
 import torch
 from rel_helpers import LORA, ReadWatch, log_steps, overrides, stop_after, tiny_config
 
@@ -22,17 +23,27 @@ def test_the_watch_sees_a_read_outside_the_root(zoo, tmp_path):
     assert watch.reads() == [str(zoo.outside.resolve())]
 
 
-def test_every_bad_record_is_skipped_with_its_reason_and_every_good_one_loads(zoo, tiny_llava, tmp_path):
-    from vistune.data_prep import SkipLog, VisualInstructDataset, get_template, load_records
+def _zoo_dataset(kind, zoo, tiny_llava, skips, cache_dir):
+    from vistune.data_prep import VisualInstructDataset, get_template, load_records
+    from vistune.data_prep.cached_dataset import CachedDataset
     from vistune.model import num_image_tokens
 
     model, processor = tiny_llava
+    settings = dict(image_root=zoo.image_root, num_image_tokens=num_image_tokens(model), max_length=128, skips=skips)
+    if kind == "memory":
+        return VisualInstructDataset(load_records(zoo.path, skips=skips), processor, get_template("vicuna_v1"),
+                                     **settings)
+    return CachedDataset(zoo.path, processor, get_template("vicuna_v1"), cache_dir=cache_dir, workers=2, **settings)
+
+
+@pytest.mark.parametrize("kind", ["memory", "cache"])
+def test_every_bad_record_is_skipped_with_its_reason_and_every_good_one_loads(zoo, tiny_llava, tmp_path, kind):
+    from vistune.data_prep import SkipLog
+
     skips = SkipLog()
     with ReadWatch([zoo.outside.parent], tmp_path / "reads.log") as watch:
-        records = load_records(zoo.path, skips=skips)
-        dataset = VisualInstructDataset(records, processor, get_template("vicuna_v1"), image_root=zoo.image_root,
-                                        num_image_tokens=num_image_tokens(model), max_length=128, skips=skips)
-        items = {dataset.records[i].id: dataset[i] for i in range(len(dataset))}
+        dataset = _zoo_dataset(kind, zoo, tiny_llava, skips, tmp_path / "cache")
+        items = {rid: dataset[i] for i, rid in enumerate(dataset.ids)}
     assert watch.reads() == [], "a file outside the image root was opened"
     assert {s.id: s.problem for s in skips} == zoo.bad
     assert all(s.reason and s.stage in ("read", "tokenize", "image") for s in skips)
@@ -44,16 +55,37 @@ def test_every_bad_record_is_skipped_with_its_reason_and_every_good_one_loads(zo
     height, width = dataset.transform.size
     for rid in zoo.converted:
         assert items[rid]["pixel_values"].shape == (1, 3, height, width)
-    long_later = dataset.tokenized[[r.id for r in dataset.records].index("long_later_reply")]
-    assert long_later.truncated and long_later.turns_kept == 1 and len(long_later.input_ids) <= 128
+    i = dataset.ids.index("long_later_reply")
+    kept, total = dataset.turns(i)
+    assert kept == 1 < total and len(dataset[i]["input_ids"]) <= 128
 
 
-def test_training_over_the_zoo_finishes_and_lists_exactly_the_bad_records(zoo, tmp_path, capsys):
+def test_the_cache_gives_the_in_memory_ids_labels_and_skips(zoo, tiny_llava, tmp_path):
+    """Item by item the same tensors, and the same skipped records with the same reasons, on the zoo."""
+    from dataclasses import asdict
+
+    from vistune.data_prep import SkipLog
+
+    logs = {kind: SkipLog() for kind in ("memory", "cache")}
+    memory, cache = (_zoo_dataset(kind, zoo, tiny_llava, logs[kind], tmp_path / "cache") for kind in logs)
+    assert memory.ids == cache.ids and memory.lengths == cache.lengths
+    for i in range(len(memory)):
+        a, b = memory[i], cache[i]
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+            assert torch.equal(a["pixel_values"], b["pixel_values"])
+    assert [asdict(s) for s in logs["memory"]] == [asdict(s) for s in logs["cache"]]
+
+
+@pytest.mark.parametrize("loader", ["memory", "cache"])
+def test_training_over_the_zoo_finishes_and_lists_exactly_the_bad_records(zoo, tmp_path, capsys, loader):
     """`vistune train` with DataLoader workers and batches that can be all-bad (batch 1, accumulation 2)."""
     from vistune.cli import main
 
     out = tmp_path / "run"
-    args = ["train", str(LORA), *overrides(zoo.path, zoo.image_root, out, **{
+    args = ["train", str(LORA), *overrides(zoo.path, zoo.image_root, out, **{"data.loader": loader,
+        "data.cache_dir": tmp_path / "cache",
         "optim.max_steps": -1, "optim.epochs": 1, "optim.per_device_batch_size": 1, "optim.grad_accum": 2,
         "data.num_workers": 2, "data.max_length": 128})]
     with ReadWatch([zoo.outside.parent], tmp_path / "reads.log") as watch:

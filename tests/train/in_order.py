@@ -21,11 +21,13 @@ def file_order(config, dataset):
 def use_file_order(monkeypatch=None) -> None:
     """Makes `vistune.train.engine.train` sample in file order (via pytest's monkeypatch when given)."""
     import vistune.train.engine as engine
+    import vistune.train.prefer as prefer
 
-    if monkeypatch is not None:
-        monkeypatch.setattr(engine, "length_sampler_fn", file_order)
-    else:
-        engine.length_sampler_fn = file_order
+    for module, name in ((engine, "length_sampler_fn"), (prefer, "pair_sampler_fn")):
+        if monkeypatch is not None:
+            monkeypatch.setattr(module, name, file_order)
+        else:
+            setattr(module, name, file_order)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ usage: python load_exported.py EXPORT_DIR MODE BATCH.pt LOGITS.pt
 import sys
 
 import torch
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 out, mode, batch_path, logits_path = sys.argv[1:]
-model = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32)  # Llava / LlavaNext / LlavaOnevision
+print(type(model).__name__)
 processor = AutoProcessor.from_pretrained(out)
 assert processor.tokenizer is not None and processor.image_processor is not None
 if mode == "base+lora":
@@ -21,6 +22,8 @@ model.eval()
 batch = torch.load(batch_path)
 with torch.no_grad():
     logits = model(**batch).logits.float()
+    generated = model.generate(**batch, max_new_tokens=3, do_sample=False)  # it generates, too
+assert batch["input_ids"].shape[1] < generated.shape[1] <= batch["input_ids"].shape[1] + 3
 torch.save(logits, logits_path)
 leaked = sorted(m for m in sys.modules if m == "vistune" or m.startswith("vistune."))
 assert not leaked, f"vistune was imported: {leaked}"

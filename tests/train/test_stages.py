@@ -105,7 +105,7 @@ def test_projector_has_its_own_learning_rate(align_run, shapes, tmp_path):
     config = load_config(TINY / "instruct_lora.yaml", tiny_overrides(
         shapes, tmp_path, **{"model.projector": align.output_dir, "optim.lr": 3e-4, "optim.projector_lr": 2e-5}))
     model, _ = build_model(config)
-    trainer = VistuneTrainer(model=model, args=training_arguments(config), projector_lr=2e-5)
+    trainer = VistuneTrainer(model=model, args=training_arguments(config), module_lrs=config.module_lrs())
     optimizer = trainer.create_optimizer()
     names = {id(p): n for n, p in model.named_parameters()}
     for group in optimizer.param_groups:

@@ -183,7 +183,7 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
         meter, losses, clock = meter_for(model, config, peak.flops_per_s), _Losses(), _CpuClock()
         trainer = VistuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=built.collator,
                                  callbacks=[meter, losses, clock, *training_callbacks(config)], meter=meter, compute_loss_func=loss_function(config),
-                                 projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
+                                 module_lrs=config.module_lrs(),
                                  train_sampler_fn=length_sampler_fn(config, dataset))
         for printer in (PrinterCallback, ProgressCallback):  # quiet: the bench prints its own lines
             if any(isinstance(cb, printer) for cb in trainer.callback_handler.callbacks):

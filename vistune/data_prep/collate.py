@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from vistune import IGNORE_INDEX
+from vistune.data_prep.image_inputs import collate_images
 
 
 @dataclass
@@ -26,9 +27,7 @@ class DataCollator:
             "labels": self._pad([s["labels"] for s in samples], longest, IGNORE_INDEX),
             "ids": [s["id"] for s in samples],
         }
-        images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None and len(s["pixel_values"])]
-        if images:
-            batch["pixel_values"] = torch.cat(images)
+        batch.update(collate_images(samples))  # pixel_values (+ AnyRes image_sizes), every sample's images in order
         return batch
 
     def _pad(self, rows: list[torch.Tensor], length: int, value: int) -> torch.Tensor:

@@ -43,8 +43,14 @@ def load_image(path: str, image_root: str | Path) -> Image.Image:
     real = resolve_image_path(path, image_root)
     if real.stat().st_size == 0:
         raise RecordError("empty_image", f"image {real} is zero bytes")
+    return decode_image(real, str(real))
+
+
+def decode_image(source, name: str) -> Image.Image:
+    """`load_image` for an open file or a path already checked (e.g. an image member of a tar shard)."""
+    real = name
     try:
-        with Image.open(real) as img:
+        with Image.open(source) as img:
             img.seek(0)  # animated: the first frame
             img = ImageOps.exif_transpose(img)
             img.load()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from vistune import IGNORE_INDEX
+from vistune.data_prep.image_inputs import collate_images
 
 
 @dataclass
@@ -36,9 +37,7 @@ class PackedCollator:
             "position_ids": torch.cat([torch.arange(len(s["input_ids"])) for s in samples]).unsqueeze(0),
             "ids": [s["id"] for s in samples],
         }
-        images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None and len(s["pixel_values"])]
-        if images:
-            batch["pixel_values"] = torch.cat(images)
+        batch.update(collate_images(samples))  # pixel_values (+ AnyRes image_sizes), every sample's images in order
         return batch
 
 

@@ -36,22 +36,32 @@ def load_records(path: str | Path, *, fmt: str = "auto", skips: SkipLog | None =
     records, seen = [], set()
     for index, raw, implicit, error in iter_raw(path, fmt):
         try:
-            if error is not None:
-                raise error
-            style = fmt if fmt in ("llava", "messages") else "auto"
-            record = parse_record(raw, index, style, implicit_images=implicit)
-            if isinstance(raw, dict) and raw.get("_image_root"):
-                record.image_root = raw["_image_root"]
-                record.extra.pop("_image_root", None)
+            record = read_one(raw, index, implicit, error, fmt)
             if dedupe_ids and record.id in seen:
-                raise RecordError("duplicate_id", f"id {record.id!r} was already used by an earlier record", "id")
+                raise duplicate_error(record)
         except RecordError as err:
-            skips.add(id=_raw_id(raw, index), source=str(path), problem=err.problem, reason=str(err),
+            skips.add(id=raw_id(raw, index), source=str(path), problem=err.problem, reason=str(err),
                       stage="read", index=index, field=err.field)
             continue
         seen.add(record.id)
         records.append(record)
     return records
+
+
+def read_one(raw: Any, index: int, implicit: bool, error: RecordError | None, fmt: str = "auto") -> Record:
+    """One raw item of `iter_raw` -> Record, or RecordError (the reader's checks, not the duplicate-id one)."""
+    if error is not None:
+        raise error
+    style = fmt if fmt in ("llava", "messages") else "auto"
+    record = parse_record(raw, index, style, implicit_images=implicit)
+    if isinstance(raw, dict) and raw.get("_image_root"):
+        record.image_root = raw["_image_root"]
+        record.extra.pop("_image_root", None)
+    return record
+
+
+def duplicate_error(record: Record) -> RecordError:
+    return RecordError("duplicate_id", f"id {record.id!r} was already used by an earlier record", "id")
 
 
 def iter_raw(path: Path, fmt: str = "auto") -> Iterator[tuple[int, Any, bool, RecordError | None]]:
@@ -95,7 +105,7 @@ def _jsonl(text: str, path: Path) -> Iterator[tuple[int, Any, RecordError | None
         index += 1
 
 
-def _raw_id(raw: Any, index: int) -> str:
+def raw_id(raw: Any, index: int) -> str:
     if isinstance(raw, dict) and isinstance(raw.get("id"), (str, int)):
         return str(raw["id"])
     return f"#{index}"

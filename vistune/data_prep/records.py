@@ -66,6 +66,9 @@ PROBLEMS: dict[str, str] = {
     "too_long": "the image tokens or the first exchange do not fit in max_length",
     "no_supervised_tokens": "no token is supervised after templating and truncation",
     "tokenization": "the rendered text does not tokenise as the template expects",
+    "empty_chosen": "a preference record's chosen reply is missing or empty",
+    "empty_rejected": "a preference record's rejected reply is missing or empty",
+    "same_replies": "a preference record's chosen and rejected replies are the same",
 }
 
 

@@ -118,6 +118,39 @@ def synthesize(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_heldout: 
     return paths
 
 
+def wrong_answer(rng: random.Random, scene: Scene, question_type: str) -> str:
+    """A plausible wrong answer of the same kind: another colour, shape, count or position."""
+    options = {"colour": list(COLOURS), "shape": list(SHAPES), "count": ["1", "2", "3"],
+               "position": list(POSITIONS)}[question_type]
+    return rng.choice([o for o in options if o != scene.answer(question_type)])
+
+
+def synthesize_preferences(out_dir: str | Path, n: int = 600, seed: int = 1, *, n_heldout: int = 200,
+                           image_size: int = 64) -> dict[str, Path]:
+    """Writes prefer.json and prefer_heldout.json (new images, never in the other splits): one question per
+    image, chosen = the right answer, rejected = a plausible wrong one (colour, shape, count or position)."""
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    types = list(QUESTIONS)
+    paths = {}
+    for split, count in (("prefer", n), ("prefer_heldout", n_heldout)):
+        rows = []
+        for i in range(count):
+            scene = random_scene(rng)
+            kind = types[i % len(types)]
+            if kind not in scene.question_types():
+                scene = Scene(scene.colour, scene.shape, 1, scene.positions[:1])
+            scene, image = _write_image(out, f"{split}_{i:06d}", scene=scene, size=image_size, rng=rng)
+            rows.append({"id": f"{split}-{i}", "image": image,
+                         "conversations": [{"from": "human", "value": "<image>\n" + question(rng, scene, kind)}],
+                         "chosen": scene.answer(kind), "rejected": wrong_answer(rng, scene, kind),
+                         "question_type": kind})
+        paths[split] = out / f"{split}.json"
+        paths[split].write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return paths
+
+
 def _write_image(out: Path, name: str, *, scene: Scene, size: int, rng: random.Random) -> tuple[Scene, str]:
     rel = f"images/{name}.png"
     draw_scene(scene, size, rng).save(out / rel, compress_level=1)

@@ -7,9 +7,10 @@ tokenisation does). No substring is re-tokenised and no offset is subtracted.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from vistune import IGNORE_INDEX, IMAGE_TOKEN
 from vistune.data_prep.records import Record, RecordError
@@ -18,9 +19,9 @@ from vistune.data_prep.templates import Rendered, Template
 
 @dataclass
 class TokenizedRecord:
-    input_ids: list[int]  # with each `<image>` expanded to num_image_tokens image-token ids
+    input_ids: list[int]  # with each `<image>` expanded to its image's token count (fixed, or by size for AnyRes)
     labels: list[int]  # the token id where supervised, IGNORE_INDEX elsewhere
-    num_images: int  # images the ids hold (each as num_image_tokens tokens)
+    num_images: int  # images the ids hold (the record's first num_images; truncation drops later ones)
     turns_kept: int  # assistant turns kept after truncation
     turns_total: int  # assistant turns in the record
 
@@ -33,17 +34,41 @@ class TokenizedRecord:
         return self.turns_kept < self.turns_total
 
 
-def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_tokens: int,
+ImageTokens = int | Sequence[int] | Callable[[Record], Sequence[int]]
+"""Tokens per image: one count for every image, one per image of the record, or a function of the record (AnyRes:
+the count depends on each image's size; it may raise RecordError for an unreadable image)."""
+
+
+def _image_counts(record: Record, num_image_tokens: ImageTokens) -> list[int]:
+    if callable(num_image_tokens):
+        return [int(n) for n in num_image_tokens(record)]
+    if isinstance(num_image_tokens, int):
+        return [num_image_tokens] * len(record.images)
+    return [int(n) for n in num_image_tokens]
+
+
+def tokenize_record(record: Record, tokenizer, template: Template, *, num_image_tokens: ImageTokens,
                     max_length: int) -> TokenizedRecord:
     """Raises RecordError (too_long, no_supervised_tokens, tokenization) when the record cannot be used."""
     rendered = _render(record, tokenizer, template)
     ids, offsets = _encode([rendered.text], tokenizer)[0]
-    return _assemble(record, rendered, ids, offsets, tokenizer, num_image_tokens, max_length)
+    counts = _image_counts(record, num_image_tokens)
+    return _assemble(record, rendered, ids, offsets, tokenizer, counts, max_length)
 
 
-def tokenize_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: int,
+def tokenize_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: ImageTokens,
                      max_length: int, batch_size: int = 1024) -> Iterator[tuple[Record, TokenizedRecord | RecordError]]:
     """`tokenize_record` for many records, encoding a batch at a time (the fast tokenizer runs it in parallel)."""
+    yield from _tokenize_many(records, tokenizer, template, num_image_tokens, max_length, batch_size, _assemble)
+
+
+def compact_records(records: list[Record], tokenizer, template: Template, *, num_image_tokens: ImageTokens,
+                    max_length: int, batch_size: int = 1024) -> Iterator[tuple[Record, CompactRecord | RecordError]]:
+    """`tokenize_records` without the image expansion (the cache's form); same skips, same truncation."""
+    yield from _tokenize_many(records, tokenizer, template, num_image_tokens, max_length, batch_size, _compact)
+
+
+def _tokenize_many(records, tokenizer, template, num_image_tokens, max_length, batch_size, assemble):
     for start in range(0, len(records), batch_size):
         batch, rendered = records[start : start + batch_size], []
         for record in batch:
@@ -59,7 +84,8 @@ def tokenize_records(records: list[Record], tokenizer, template: Template, *, nu
                 continue
             ids, offsets = next(encoded)
             try:
-                yield record, _assemble(record, r, ids, offsets, tokenizer, num_image_tokens, max_length)
+                counts = _image_counts(record, num_image_tokens)
+                yield record, assemble(record, r, ids, offsets, tokenizer, counts, max_length)
             except RecordError as err:
                 yield record, err
 
@@ -73,41 +99,83 @@ def _render(record: Record, tokenizer, template: Template) -> Rendered:
         raise RecordError("tokenization", f"template {template.name!r} cannot render the record: {err}") from err
 
 
+@dataclass
+class CompactRecord:
+    """A tokenised record before image expansion: what the cache stores (one placeholder id per image)."""
+
+    ids: np.ndarray  # int64 token ids after truncation, each image still one `<image>` id
+    supervised: np.ndarray  # bool per id: trained on (image placeholders never are)
+    image_counts: np.ndarray  # int64 tokens each kept image expands to (truncation drops later turns' images)
+    turns_kept: int  # assistant turns kept after truncation
+    turns_total: int  # assistant turns in the record
+
+    @property
+    def num_images(self) -> int:
+        """Images the ids hold (the record's first num_images)."""
+        return len(self.image_counts)
+
+
+def expand_images(ids: np.ndarray, supervised: np.ndarray, image_id: int,
+                  image_counts: int | Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) as int64 arrays: the k-th image placeholder becomes image_counts[k] image ids (one
+    count for all, or each image's own: LLaVA-NeXT counts by size), never supervised.
+
+    The one place image tokens are expanded: the in-memory path calls it at tokenisation, the cache when an item
+    is read."""
+    ids = np.asarray(ids, dtype=np.int64)
+    is_image = ids == image_id
+    reps = _token_lengths(is_image, image_counts)
+    labels = np.where(np.asarray(supervised, dtype=bool) & ~is_image, ids, IGNORE_INDEX)
+    return np.repeat(ids, reps), np.repeat(labels, reps)
+
+
 def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
-              num_image_tokens: int, max_length: int) -> TokenizedRecord:
+              counts: list[int], max_length: int) -> TokenizedRecord:
+    compact = _compact(record, rendered, ids, offsets, tokenizer, counts, max_length)
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    found = ids.count(image_id)
+    input_ids, labels = expand_images(compact.ids, compact.supervised, image_id, compact.image_counts)
+    return TokenizedRecord(input_ids.tolist(), labels.tolist(), compact.num_images, compact.turns_kept,
+                           compact.turns_total)
+
+
+def _compact(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
+             counts: list[int], max_length: int) -> CompactRecord:
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    ids_np = np.asarray(ids, dtype=np.int64)
+    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    is_image = ids_np == image_id
+    found = int(is_image.sum())
     if found != len(record.images):
         raise RecordError("tokenization", f"the rendered text holds {found} image token(s) for "
                           f"{len(record.images)} image(s)")
-    supervised = _supervised_mask(offsets, rendered.spans)
-    cut, kept = _truncation_point(ids, offsets, rendered, image_id, num_image_tokens, max_length)
+    if len(counts) != found:
+        raise RecordError("tokenization", f"{len(counts)} image token count(s) for {found} image(s)")
+    supervised = _supervised_mask(offs, rendered.spans)
+    lengths = _token_lengths(is_image, counts)
+    cut, kept = _truncation_point(offs, rendered, lengths, max_length)
     if cut == 0:
+        images = f"; image tokens: {' + '.join(map(str, counts))}" if counts else ""
         raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
-                          f"({_expanded_length(ids, image_id, num_image_tokens)} in all)")
-    input_ids, labels = [], []
-    for tok, sup in zip(ids[:cut], supervised[:cut], strict=True):
-        if tok == image_id:
-            input_ids += [image_id] * num_image_tokens
-            labels += [IGNORE_INDEX] * num_image_tokens
-        else:
-            input_ids.append(tok)
-            labels.append(tok if sup else IGNORE_INDEX)
-    result = TokenizedRecord(input_ids, labels, len(record.images), kept, len(rendered.spans))
-    if result.num_supervised == 0:
+                          f"({int(lengths.sum())} in all{images})")
+    sup = supervised[:cut] & ~is_image[:cut]
+    if not sup.any():
         raise RecordError("no_supervised_tokens", "no token is supervised after templating and truncation")
-    return result
+    kept_images = int(is_image[:cut].sum())  # truncation may drop later turns' images with their exchanges
+    return CompactRecord(ids_np[:cut], sup, np.asarray(counts[:kept_images], dtype=np.int64), kept,
+                         len(rendered.spans))
 
 
-def encode_prompt(text: str, tokenizer, num_image_tokens: int) -> list[int]:
+def encode_prompt(text: str, tokenizer, num_image_tokens: int | Sequence[int]) -> list[int]:
     """Token ids of a generation prompt exactly as training builds a record's: the same BOS rule, one
-    tokenisation, each image token expanded in place."""
+    tokenisation, each image token expanded in place (to one count, or to each image's own)."""
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     (ids, _), = _encode([text], tokenizer)
-    out: list[int] = []
-    for tok in ids:
-        out += [tok] * num_image_tokens if tok == image_id else [tok]
-    return out
+    n_images = ids.count(image_id)
+    counts = [num_image_tokens] * n_images if isinstance(num_image_tokens, int) else list(num_image_tokens)
+    if len(counts) != n_images:
+        raise ValueError(f"the prompt holds {n_images} image token(s) for {len(counts)} image(s)")
+    ids_np = np.asarray(ids, dtype=np.int64)
+    return np.repeat(ids_np, _token_lengths(ids_np == image_id, counts)).tolist()
 
 
 def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -128,7 +196,7 @@ def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int
         if not group:
             continue
         enc = tokenizer([j[2] for j in group], add_special_tokens=add_special, return_offsets_mapping=True,
-                        verbose=False)
+                        return_attention_mask=False, return_token_type_ids=False, verbose=False)
         for n, (i, k, _, _) in enumerate(group):
             encoded[i, k] = list(enc["input_ids"][n]), [tuple(o) for o in enc["offset_mapping"][n]]
     out = []
@@ -154,35 +222,36 @@ def _pieces(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _supervised_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
-    starts = [s for s, _ in spans]
-    mask = []
-    for a, b in offsets:
-        if b <= a:  # zero-width: special tokens added by the tokenizer itself (BOS)
-            mask.append(False)
-            continue
-        k = bisect_left(starts, b) - 1  # the last span starting before this token ends
-        mask.append(k >= 0 and spans[k][1] > a)
-    return mask
+def _supervised_mask(offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Per token: its characters overlap a reply span. Zero-width tokens (BOS added by the tokenizer) never do."""
+    a, b = offsets[:, 0], offsets[:, 1]
+    if not spans:
+        return np.zeros(len(a), dtype=bool)
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    ends = np.array([e for _, e in spans], dtype=np.int64)
+    k = np.searchsorted(starts, b, side="left") - 1  # the last span starting before this token ends
+    return (b > a) & (k >= 0) & (ends[np.maximum(k, 0)] > a)
 
 
-def _truncation_point(ids, offsets, rendered: Rendered, image_id: int, n_img: int, max_length: int):
-    """(number of raw tokens to keep, assistant turns kept): whole exchanges only, never inside images."""
-    lengths = [n_img if t == image_id else 1 for t in ids]
-    total = 0
-    cumulative = []
-    for n in lengths:
-        total += n
-        cumulative.append(total)
-    if total <= max_length:
-        return len(ids), len(rendered.spans)
+def _token_lengths(is_image: np.ndarray, counts: int | Sequence[int] | np.ndarray) -> np.ndarray:
+    """Expanded length of each raw token: the k-th image token takes counts[k] tokens (or `counts` each when one
+    int), text tokens one."""
+    lengths = np.ones(len(is_image), dtype=np.int64)
+    lengths[is_image] = counts
+    return lengths
+
+
+def _truncation_point(offsets: np.ndarray, rendered: Rendered, lengths: np.ndarray, max_length: int):
+    """(number of raw tokens to keep, assistant turns kept): whole exchanges only, never inside images.
+    `lengths`: each raw token's expanded length (`_token_lengths`)."""
+    cumulative = np.cumsum(lengths)
+    if not len(cumulative) or cumulative[-1] <= max_length:
+        return len(lengths), len(rendered.spans)
+    a, b = offsets[:, 0], offsets[:, 1]
+    real = b > a
     for kept in range(len(rendered.exchange_ends), 0, -1):
-        end = rendered.exchange_ends[kept - 1]
-        cut = next((i for i, (a, b) in enumerate(offsets) if b > a and a >= end), len(ids))
+        after = np.flatnonzero(real & (a >= rendered.exchange_ends[kept - 1]))
+        cut = int(after[0]) if len(after) else len(lengths)
         if cut and cumulative[cut - 1] <= max_length:
             return cut, kept
     return 0, 0
-
-
-def _expanded_length(ids: list[int], image_id: int, n_img: int) -> int:
-    return sum(n_img if t == image_id else 1 for t in ids)

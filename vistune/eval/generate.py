@@ -34,16 +34,18 @@ class Generator:
 
     def __init__(self, model, processor, template: str = "auto", *, image_root: str | Path = ".",
                  aspect: str = "pad", settings: GenerationSettings | None = None):
-        from vistune.data_prep import ImageTransform, get_template
+        from vistune.data_prep import get_template
+        from vistune.data_prep.image_inputs import image_transform
 
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.template = get_template(template)
-        self.transform = ImageTransform(processor.image_processor, aspect)
+        self.transform = image_transform(processor, aspect)  # AnyRes: crops, and tokens by image size
         self.image_root = Path(image_root)
         self.settings = settings or GenerationSettings()
-        self.num_image_tokens = int(_llava_config(model).image_seq_length)
+        config = _llava_config(model)  # LLaVA-1.5: a fixed count per image; AnyRes (0 here): by each image's size
+        self.num_image_tokens = int(config.image_seq_length) if config.model_type == "llava" else 0
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.end_of_turn = _end_of_turn_text(self.template, self.tokenizer)
         self.stop_ids = self._stop_ids()
@@ -57,11 +59,14 @@ class Generator:
                         system=system)
         return self.template.prompt(record, self.tokenizer)
 
-    def encode(self, prompt: str) -> list[int]:
-        """Token ids as training builds them (data_prep's own encoding: BOS rule, image-token expansion)."""
+    def encode(self, prompt: str, images: Sequence[Image.Image] = ()) -> list[int]:
+        """Token ids as training builds them (data_prep's own encoding: BOS rule, image-token expansion, each image
+        as many tokens as its size takes under AnyRes)."""
         from vistune.data_prep.tokenize import encode_prompt
 
-        return encode_prompt(prompt, self.tokenizer, self.num_image_tokens)
+        if self.num_image_tokens:  # LLaVA-1.5: one count for every image
+            return encode_prompt(prompt, self.tokenizer, self.num_image_tokens)
+        return encode_prompt(prompt, self.tokenizer, self.transform.token_counts([(i.height, i.width) for i in images]))
 
     def image(self, item: EvalItem) -> Image.Image | None:
         from vistune.data_prep import load_image
@@ -90,7 +95,10 @@ class Generator:
 
     @torch.no_grad()
     def _generate_batch(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> list[str]:
-        rows = [self.encode(p) for p in prompts]
+        from vistune.data_prep.image_inputs import collate_images
+
+        per_row = [[img] if img is not None else [] for img in images]
+        rows = [self.encode(p, imgs) for p, imgs in zip(prompts, per_row, strict=True)]
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -100,9 +108,10 @@ class Generator:
             attention[i, width - len(row):] = 1
         device = next(self.model.parameters()).device
         inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
-        pixels = [self.transform(img) for img in images if img is not None]
-        if pixels:
-            inputs["pixel_values"] = torch.stack(pixels).to(device=device, dtype=self.model.dtype)
+        image_inputs = collate_images([self.transform.encode(imgs) for imgs in per_row if imgs])
+        if image_inputs:
+            image_inputs["pixel_values"] = image_inputs["pixel_values"].to(dtype=self.model.dtype)
+            inputs.update({k: v.to(device) for k, v in image_inputs.items()})
         s = self.settings
         sampling = s.temperature > 0
         if sampling:
@@ -148,6 +157,6 @@ def _end_of_turn_text(template, tokenizer) -> str:
 
 def _llava_config(model):
     config = model.config
-    if not hasattr(config, "image_seq_length") and hasattr(model, "get_base_model"):
+    if not hasattr(config, "vision_config") and hasattr(model, "get_base_model"):
         config = model.get_base_model().config
     return config

@@ -16,12 +16,13 @@ import torch
 def heldout_loss(model, processor, template: str, data: str | Path, *, image_root: str | Path | None = None,
                  batch_size: int = 8, max_length: int = 2048, aspect: str = "pad", limit: int | None = None) -> dict:
     from vistune.data_prep import DataCollator, SkipLog, VisualInstructDataset, get_template, load_records
+    from vistune.model import num_image_tokens
 
     skips = SkipLog()
     records = load_records(data, skips=skips)[:limit] if limit else load_records(data, skips=skips)
     dataset = VisualInstructDataset(
         records, processor, get_template(template), image_root=image_root or Path(data).parent,
-        num_image_tokens=int(model.config.image_seq_length), max_length=max_length, aspect=aspect, skips=skips,
+        num_image_tokens=num_image_tokens(model), max_length=max_length, aspect=aspect, skips=skips,
         source=str(data),
     )
     collate = DataCollator(pad_token_id=processor.tokenizer.pad_token_id or 0)

@@ -1,4 +1,5 @@
-"""Compose a transformers `LlavaForConditionalGeneration` from a vision checkpoint and an LLM checkpoint.
+"""Compose a transformers LLaVA (`LlavaForConditionalGeneration`, or LLaVA-NeXT / OneVision with `arch`) from a
+vision checkpoint and an LLM checkpoint.
 
 The parts are loaded with their own `from_pretrained` (so 4-bit loading, device maps and GGUF all work as
 transformers does them) and placed into a Llava model built on the meta device: no weight is copied twice.
@@ -66,6 +67,14 @@ def load_vision_tower(vision: str, dtype: torch.dtype, allow_pickle: bool = Fals
     tower = model_class.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
     processor = AutoImageProcessor.from_pretrained(path, backend=_image_backend())
     return tower, processor, family
+
+
+def vision_input_size(vision: str) -> int:
+    """The tower's input side in pixels, read from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_vision(vision))
+    return int(getattr(config, "vision_config", config).image_size)
 
 
 def _image_backend() -> str | None:
@@ -140,17 +149,24 @@ def build_llava(
     chat_template: str | None = None,
     attn_implementation: str | None = None,
     allow_pickle: bool = False,
+    arch: str = "llava",
+    image_grid_pinpoints: list[list[int]] | None = None,
+    vision_aspect_ratio: str = "anyres_max_9",
 ):
     """Composes LLaVA-1.5: `vision` tower -> 2-layer GELU MLP projector -> `llm`.
+
+    `arch` llava_next / llava_onevision composes the same parts into transformers' any-resolution classes
+    (`vistune.model.anyres`): images tiled on `image_grid_pinpoints` (default: the published grids), a learned
+    `image_newline`, and OneVision's `vision_aspect_ratio` pooling.
 
     `vision`/`llm` are preset names (`vistune.model.presets`), local directories, hub ids or (llm) a
     .gguf file. Returns `(LlavaForConditionalGeneration, LlavaProcessor)`; the projector is freshly
     initialised (load a stage-1 projector with `load_projector`). `chat_template` is the Jinja text the processor
     carries (default: the tokenizer's own; `vistune.data_prep.get_template(name).jinja` gives a template's).
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+    from vistune.model import anyres
 
+    anyres.check_arch(arch)
     dtype = torch_dtype(dtype)
     tower, image_processor, family = load_vision_tower(vision, dtype, allow_pickle)
     lm_kwargs = {"allow_pickle": allow_pickle}
@@ -164,25 +180,35 @@ def build_llava(
 
     vcfg = tower.config
     drop_cls = family == "clip"  # CLIP has a CLS token (LLaVA drops it); SigLIP has none
-    config = LlavaConfig(
+    arch_kwargs = {}
+    if arch != "llava":
+        pinpoints = anyres.check_pinpoints(image_grid_pinpoints or anyres.default_pinpoints(arch, vcfg.image_size),
+                                           vcfg.image_size)
+        arch_kwargs["image_grid_pinpoints"] = pinpoints
+        if arch == "llava_onevision":
+            arch_kwargs["vision_aspect_ratio"] = anyres.check_aspect_ratio(vision_aspect_ratio)
+    config = anyres.config_class(arch)(
         vision_config=vcfg.to_dict(),
         text_config=lm.config.to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids(image_token),
-        image_seq_length=(vcfg.image_size // vcfg.patch_size) ** 2,
+        **({} if arch == "llava_onevision" else {"image_seq_length": (vcfg.image_size // vcfg.patch_size) ** 2}),
         projector_hidden_act="gelu",
         vision_feature_select_strategy="default" if drop_cls else "full",
         vision_feature_layer=vision_feature_layer,
         multimodal_projector_bias=True,
         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
+        **arch_kwargs,
     )
     config.dtype = dtype
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
+        model = anyres.model_class(arch)(config)
     device = lm.get_input_embeddings().weight.device
     model.model.vision_tower = tower.to(device)
     model.model.language_model = lm.model
     model.lm_head = lm.lm_head
-    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(device=device, dtype=dtype)
+    model.model.multi_modal_projector = anyres.projector_class(arch)(config).to(device=device, dtype=dtype)
+    if arch != "llava":
+        model.model.image_newline = anyres.new_image_newline(lm.config.hidden_size, dtype, device)
     model.generation_config = lm.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if load_in_4bit:  # let PEFT / Trainer see the quantised LLM inside
@@ -190,12 +216,13 @@ def build_llava(
         model.hf_quantizer = getattr(lm, "hf_quantizer", None)
     model.config.text_config.vocab_size = len(tokenizer)
 
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
+    processor = anyres.build_processor(
+        arch, image_processor, tokenizer,
         patch_size=vcfg.patch_size,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        num_additional_image_tokens=1 if drop_cls else 0,
+        tower_size=vcfg.image_size,
+        drop_cls=drop_cls,
+        pinpoints=arch_kwargs.get("image_grid_pinpoints"),
+        vision_aspect_ratio=vision_aspect_ratio,
         image_token=image_token,
         chat_template=chat_template or tokenizer.chat_template,
     )
@@ -203,16 +230,20 @@ def build_llava(
 
 
 def llava_of(model: torch.nn.Module):
-    """The LlavaForConditionalGeneration inside any wrapper (PEFT, DeepSpeed engine, DDP)."""
-    from transformers import LlavaForConditionalGeneration
+    """The LLaVA model (Llava, LlavaNext or LlavaOnevision ForConditionalGeneration) inside any wrapper (PEFT,
+    DeepSpeed engine, DDP)."""
+    from vistune.model.anyres import model_classes
 
+    classes = model_classes()
     for module in model.modules():
-        if isinstance(module, LlavaForConditionalGeneration):
+        if isinstance(module, classes):
             return module
     raise TypeError(f"{type(model).__name__} holds no LlavaForConditionalGeneration")
 
 
 def num_image_tokens(model_or_config) -> int:
-    """Image tokens per image that the model expects (patches, without CLS)."""
+    """Image tokens per image (LLaVA-1.5), or per tower crop (AnyRes): patches, without CLS."""
     config = getattr(model_or_config, "config", model_or_config)
-    return int(config.image_seq_length)
+    if getattr(config, "image_seq_length", None):
+        return int(config.image_seq_length)
+    return (config.vision_config.image_size // config.vision_config.patch_size) ** 2

@@ -23,15 +23,25 @@ _ADAPTER_DIR = "adapter"
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
-def _is_llava_dir(path: Path) -> bool:
+def _llava_arch(path: Path) -> str | None:
+    """'llava' / 'llava_next' / 'llava_onevision' when `path` holds such a standard HF directory, else None."""
+    from vistune.model.anyres import ARCHS
+
     config = path / "config.json"
     if not config.is_file():
-        return False
+        return None
     try:
         values = json.loads(config.read_text())
-        return values.get("model_type") == "llava" and "mm_vision_tower" not in values
     except json.JSONDecodeError:
-        return False
+        return None
+    model_type = values.get("model_type")
+    if model_type == "llava" and "mm_vision_tower" in values:  # LLaVA's own format, not an HF Llava directory
+        return None
+    return model_type if model_type in ARCHS else None
+
+
+def _is_llava_dir(path: Path) -> bool:
+    return _llava_arch(path) is not None
 
 
 def is_llava_format_dir(path: Path) -> bool:
@@ -86,7 +96,12 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
     `merge` implies `dequantize` (merging into 4-bit weights would re-quantise them).
     """
     from vistune.model.compose import build_llava, torch_dtype
-    from vistune.model.projector import PROJECTOR_FILE, load_projector
+    from vistune.model.projector import (
+        PROJECTOR_FILE,
+        VISION_TOWER_FILE,
+        load_projector,
+        load_vision_tower_weights,
+    )
 
     path = Path(path)
     if not path.is_dir():
@@ -123,12 +138,19 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
         model, processor, _ = convert_llava(path, dtype=dtype)
         template = _llava_format_template(path)
     elif _is_llava_dir(path):
-        from transformers import LlavaForConditionalGeneration
+        from vistune.model.anyres import model_class
 
-        model = LlavaForConditionalGeneration.from_pretrained(
+        model = model_class(_llava_arch(path)).from_pretrained(
             str(path), dtype=torch_dtype(dtype), use_safetensors=True, device_map=device_map
         )
         processor = load_processor(path)
+    elif base is not None and base.get("start"):  # a prefer run: its adapter sits on the Llava dir it started from
+        quantized = bool(base.get("load_in_4bit"))
+        model, processor = load_start(base["start"], dtype, load_in_4bit=quantized, device_map=device_map)
+        if quantized and dequantize:
+            dequantize_4bit(model, torch_dtype(dtype))
+        if (path / PROJECTOR_FILE).is_file():
+            load_projector(model, path / PROJECTOR_FILE)
     elif base is not None:
         model, processor = build_llava(
             _local_or_name(base, "vision"),
@@ -139,11 +161,14 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             vision_feature_layer=int(base.get("vision_feature_layer", -2)),
             chat_template=base.get("chat_template"),
             allow_pickle=bool(base.get("allow_pickle")),
+            **{k: base[k] for k in ("arch", "image_grid_pinpoints", "vision_aspect_ratio") if k in base},
         )
         if dequantize and base.get("load_in_4bit"):
             dequantize_4bit(model, torch_dtype(dtype))
         elif base.get("load_in_4bit"):
             keep_4bit_training_kernel(model)
+        if (path / VISION_TOWER_FILE).is_file():  # model.train_vision: full
+            load_vision_tower_weights(model, path / VISION_TOWER_FILE)
         if (path / PROJECTOR_FILE).is_file():
             load_projector(model, path / PROJECTOR_FILE)
         elif base.get("stage") is not None:
@@ -165,11 +190,48 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
     return model, processor, template
 
 
+def load_start(path: str | Path, dtype: str = "float32", *, load_in_4bit: bool = False, device_map=None,
+               attn_implementation: str | None = None):
+    """(model, processor) a later stage starts from: a standard Llava directory (an export, a full run), with
+    its LLM in 4-bit NF4 for QLoRA (vision tower, projector and lm_head stay in `dtype`, as `build_llava` leaves
+    them), or a vistune run / checkpoint with its LoRA merged in (full precision only)."""
+    from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
+
+    from vistune.model.compose import torch_dtype
+
+    path = Path(path)
+    if not _is_llava_dir(path):
+        if load_in_4bit:
+            raise ValueError(f"{path}: a 4-bit (QLoRA) start must be a Llava directory; export the run first: "
+                             f"vistune export --run {path} --out OUT --mode merged, then start from OUT")
+        model, processor, _ = load_trained(path, dtype=dtype, merge=True, device_map=device_map)
+        return model, processor
+    extra = {}
+    if load_in_4bit:
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype(dtype), bnb_4bit_quant_storage=torch_dtype(dtype),
+            llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"],
+        )
+    if attn_implementation:
+        extra["attn_implementation"] = attn_implementation
+    model = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=torch_dtype(dtype), use_safetensors=True,
+                                                          device_map=device_map, **extra)
+    if load_in_4bit:
+        keep_4bit_training_kernel(model)
+    return model, load_processor(path)
+
+
 def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
     """Loads a checkpoint's trained weights (adapter + projector, or full weights) into a model being trained."""
     from safetensors.torch import load_file
 
-    from vistune.model.projector import PROJECTOR_FILE, load_projector
+    from vistune.model.projector import (
+        PROJECTOR_FILE,
+        VISION_TOWER_FILE,
+        load_projector,
+        load_vision_tower_weights,
+    )
 
     adapter = directory / _ADAPTER_DIR
     if (adapter / "adapter_model.safetensors").is_file():
@@ -198,6 +260,8 @@ def load_weights_into(model: torch.nn.Module, directory: Path) -> None:
             raise RuntimeError(f"{directory}: full weights lack {missing[:3]} ...")
     if (directory / PROJECTOR_FILE).is_file():
         load_projector(llava_of(model), directory / PROJECTOR_FILE)
+    if (directory / VISION_TOWER_FILE).is_file():
+        load_vision_tower_weights(model, directory / VISION_TOWER_FILE)
 
 
 def keep_4bit_training_kernel(model: torch.nn.Module) -> None:
@@ -227,6 +291,9 @@ def dequantize_4bit(model: torch.nn.Module, dtype: torch.dtype) -> None:
                 setattr(module, name, linear)
     model.is_loaded_in_4bit = False
     model.hf_quantizer = None
+    if hasattr(model, "quantization_method"):  # a model from_pretrained quantised (a QLoRA prefer start)
+        del model.quantization_method
+        model.is_quantized = False
     for config in (model.config, getattr(model.config, "text_config", None)):
         if config is not None and hasattr(config, "quantization_config"):
             del config.quantization_config

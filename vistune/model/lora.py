@@ -1,8 +1,8 @@
-"""LoRA / QLoRA through PEFT, on the language model only.
+"""LoRA / QLoRA through PEFT, on the language model and, when asked, the vision tower's encoder layers.
 
-Targets are resolved inside `model.language_model` (never the vision tower, the projector or lm_head).
-The projector trains as full weights and is saved beside the adapter, not inside it: vLLM refuses
-adapters that carry `modules_to_save`.
+Targets are resolved inside `model.language_model` (never the projector or lm_head); a vision LoRA (its own rank
+and targets, PEFT's rank_pattern) joins the same adapter. The projector trains as full weights and is saved beside
+the adapter, not inside it: vLLM refuses adapters that carry `modules_to_save`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 _LLM_PREFIX = "model.language_model."
+_VISION_LAYERS = re.compile(r"model\.vision_tower\..*encoder\.layers\.\d+\.")
 
 
 @dataclass
@@ -57,20 +58,53 @@ def lora_target_regex(model: torch.nn.Module, target_modules: list[str] | None =
     return rf"{re.escape(_LLM_PREFIX)}.*\.({'|'.join(map(re.escape, chosen))})"
 
 
-def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False):
-    """Wraps a composed Llava model in a PeftModel; for a 4-bit LLM, prepares it for k-bit training first."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def vision_linear_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of the linear layers in the vision tower's encoder layers (q_proj, ..., fc1, fc2)."""
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if _VISION_LAYERS.match(name) and _is_linear(module)}
+    if not names:
+        raise ValueError("found no linear layer in the vision tower's encoder layers")
+    return sorted(names)
 
-    settings = settings or LoraSettings()
+
+def vision_target_regex(model: torch.nn.Module, target_modules: list[str] | None = None) -> str:
+    """A PEFT target regex matching the chosen leaf names inside the vision tower's encoder layers only."""
+    available = vision_linear_names(model)
+    chosen = target_modules or available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise ValueError(f"vision LoRA target modules {unknown} are not linear layers of the tower (have {available})")
+    return rf"{_VISION_LAYERS.pattern}.*({'|'.join(map(re.escape, chosen))})"
+
+
+def attach_lora(model, settings: LoraSettings | None = None, gradient_checkpointing: bool = False,
+                vision: LoraSettings | None = None):
+    """Wraps a composed Llava model in a PeftModel; for a 4-bit LLM, prepares it for k-bit training first.
+    `vision` adds a LoRA of its own rank / alpha / targets on the tower to the same adapter."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    config = LoraConfig(
+    return get_peft_model(model, lora_config(model, settings, vision))
+
+
+def lora_config(model, settings: LoraSettings | None = None, vision: LoraSettings | None = None):
+    """The peft.LoraConfig vistune attaches: `settings` on the LLM's linear layers; `vision` adds the tower's own."""
+    from peft import LoraConfig
+
+    settings = settings or LoraSettings()
+    targets, patterns = lora_target_regex(model, settings.target_modules), {}
+    if vision is not None:
+        vision_regex = vision_target_regex(model, vision.target_modules)
+        targets = f"({targets})|({vision_regex})"
+        patterns = {"rank_pattern": {vision_regex: vision.r}, "alpha_pattern": {vision_regex: vision.alpha}}
+    return LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=lora_target_regex(model, settings.target_modules),
+        target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
+        **patterns,
         **settings.extra,
     )
-    return get_peft_model(model, config)

@@ -1,7 +1,8 @@
 """What trains in each stage, and a table that shows it.
 
-align: projector only. instruct: LoRA/QLoRA adapters + projector, or (full) LLM + projector.
-The vision tower stays frozen unless `train_vision` asks otherwise.
+align: projector only. instruct: LoRA/QLoRA adapters + projector, or (full) LLM + projector. prefer: the adapters
+only (the adapter-free network is the reference, so the projector stays as it was), or (full) LLM + projector.
+The vision tower stays frozen unless `train_vision` asks for it whole (full) or for its own LoRA (lora).
 """
 
 from __future__ import annotations
@@ -10,37 +11,57 @@ from dataclasses import dataclass
 
 import torch
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "prefer")
 METHODS = ("lora", "qlora", "full")
 
 # Component of each parameter, read from its name inside LlavaForConditionalGeneration (PEFT-wrapped or not).
 _COMPONENTS = (
-    ("vision_tower", "vision"),
+    ("vision_tower", "vision"),  # its LoRA weights are "vision_lora" (component_of checks them first)
     ("multi_modal_projector", "projector"),
+    ("image_newline", "projector"),  # AnyRes row separator: LLaVA-NeXT trains it with the projector
     ("lora_", "lora"),
     ("language_model", "llm"),
     ("lm_head", "llm"),
 )
 
 
+# Which learning rate group each component belongs to (optim.vision_lr / projector_lr / llm_lr).
+LR_GROUPS = {"vision": "vision", "vision_lora": "vision", "projector": "projector", "lora": "llm", "llm": "llm",
+             "other": "llm"}
+
+
 def component_of(param_name: str) -> str:
+    if "vision_tower" in param_name and "lora_" in param_name:
+        return "vision_lora"
     for marker, component in _COMPONENTS:
         if marker in param_name:
             return component
     return "other"
 
 
-def apply_stage_policy(model: torch.nn.Module, stage: str, method: str = "lora", train_vision: bool = False) -> None:
-    """Sets requires_grad for `stage` / `method`. LoRA adapters must already be attached for lora/qlora."""
+def vision_mode(train_vision: bool | str) -> str:
+    """frozen / full / lora from the config value (booleans: frozen / full)."""
+    if isinstance(train_vision, bool):
+        return "full" if train_vision else "frozen"
+    if train_vision not in ("frozen", "full", "lora"):
+        raise ValueError(f"train_vision must be frozen, full or lora, got {train_vision!r}")
+    return train_vision
+
+
+def apply_stage_policy(model: torch.nn.Module, stage: str, method: str = "lora",
+                       train_vision: bool | str = "frozen") -> None:
+    """Sets requires_grad for `stage` / `method`. LoRA adapters (the tower's too) must already be attached."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    trainable = {"projector"}
-    if train_vision:
-        trainable.add("vision")
-    if stage == "instruct":
-        trainable.add("lora" if method in ("lora", "qlora") else "llm")
+    lora = method in ("lora", "qlora")
+    trainable = set() if stage == "prefer" and lora else {"projector"}
+    mode = vision_mode(train_vision)
+    if mode != "frozen":
+        trainable.add("vision" if mode == "full" else "vision_lora")
+    if stage != "align":
+        trainable.add("lora" if lora else "llm")
     for name, param in model.named_parameters():
         param.requires_grad = component_of(name) in trainable and param.is_floating_point()
 
@@ -71,7 +92,7 @@ def count_parameters(model: torch.nn.Module) -> dict[str, ParamCount]:
 def format_parameter_table(counts: dict[str, ParamCount]) -> str:
     rows = [("component", "trainable", "frozen", "% trainable")]
     total = ParamCount()
-    for name in ("vision", "projector", "llm", "lora", "other"):
+    for name in ("vision", "vision_lora", "projector", "llm", "lora", "other"):
         if name not in counts:
             continue
         c = counts[name]

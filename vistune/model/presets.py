@@ -53,6 +53,8 @@ MODEL_PRESETS: dict[str, tuple[str, str]] = {
     "llava-1.5-7b": ("clip-vit-large-patch14-336", "vicuna-7b-v1.5"),
     "llava-1.5-13b": ("clip-vit-large-patch14-336", "vicuna-13b-v1.5"),
     "llava-llama-3-8b": ("clip-vit-large-patch14-336", "llama-3-8b-instruct"),
+    "llava-next-vicuna-7b": ("clip-vit-large-patch14-336", "vicuna-7b-v1.5"),  # with model.arch: llava_next
+    "llava-onevision-qwen2-7b": ("siglip-so400m-patch14-384", "qwen2-7b-instruct"),  # model.arch: llava_onevision
 }
 
 

@@ -117,11 +117,19 @@ class LlavaArch:
 
     vision: VisionArch
     llm: LLMArch
+    anyres_tokens: int | None = None  # AnyRes (LLaVA-NeXT / OneVision): LLM tokens per image of the planned size
+    tower_passes: int = 1  # tower inputs per image: 1, or AnyRes crops + the base image
 
     @property
     def image_tokens(self) -> int:
-        """Image tokens per image placed in the LLM sequence (patches only: LLaVA drops CLS)."""
-        return self.vision.patches
+        """Image tokens per image placed in the LLM sequence (LLaVA: patches only, CLS dropped; AnyRes: the grid
+        after unpadding, row newlines and the base image)."""
+        return self.anyres_tokens if self.anyres_tokens is not None else self.vision.patches
+
+    @property
+    def projected_tokens(self) -> int:
+        """Patch features the projector maps per image (every tower input's patches)."""
+        return self.tower_passes * self.vision.patches
 
     @property
     def projector_params(self) -> int:

@@ -17,7 +17,7 @@ from vistune.perf.arch import LlavaArch
 class Workload:
     """What trains in a step, which decides how many FLOPs each weight costs."""
 
-    stage: str = "instruct"  # align: projector only; instruct: LoRA / QLoRA / full + projector
+    stage: str = "instruct"  # align: projector only; instruct: LoRA / QLoRA / full + projector; prefer: DPO pairs
     method: str = "lora"  # lora, qlora or full (ignored for align)
     lora_r: int = 128  # LoRA rank
     lora_targets: tuple[str, ...] | None = None  # decoder linear leaf names; None = all seven
@@ -26,11 +26,21 @@ class Workload:
 
     @property
     def llm_trained(self) -> bool:
-        return self.stage == "instruct" and self.method == "full"
+        return self.stage != "align" and self.method == "full"
 
     @property
     def uses_lora(self) -> bool:
-        return self.stage == "instruct" and self.method in ("lora", "qlora")
+        return self.stage != "align" and self.method in ("lora", "qlora")
+
+    @property
+    def projector_trained(self) -> bool:
+        """prefer with LoRA trains the adapter only: the adapter-free network is its reference."""
+        return self.stage != "prefer" or self.method == "full"
+
+    @property
+    def sequences_per_sample(self) -> int:
+        """A prefer sample is a pair: the chosen and the rejected sequence."""
+        return 2 if self.stage == "prefer" else 1
 
     def lora_params(self, arch: LlavaArch) -> int:
         targets = list(self.lora_targets) if self.lora_targets else None
@@ -81,8 +91,8 @@ def sequence_flops(arch: LlavaArch, work: Workload, text_tokens: float, images: 
     proj_matmul = vis.hidden * llm.hidden + llm.hidden * llm.hidden
 
     count = FlopCount(
-        vision=images * vision_mult * vision_fwd,
-        projector=images * 6 * proj_matmul * arch.image_tokens,
+        vision=images * arch.tower_passes * vision_mult * vision_fwd,
+        projector=images * (6 if work.projector_trained else 2) * proj_matmul * arch.projected_tokens,
         llm=weight_mult * llm.matmul_params * s,
         lora=6 * n_lora * s,
         attention=3 * attn_fwd,
@@ -92,12 +102,32 @@ def sequence_flops(arch: LlavaArch, work: Workload, text_tokens: float, images: 
     return count
 
 
+def reference_flops(arch: LlavaArch, text_tokens: float, images: int = 1) -> FlopCount:
+    """The prefer stage's reference forward of one sequence (no gradient, no LoRA: adapter disabled or a copy)."""
+    llm, vis = arch.llm, arch.vision
+    s = text_tokens + images * arch.image_tokens
+    return FlopCount(
+        vision=images * (2 * vis.matmul_params * vis.tokens + 4 * vis.layers * vis.hidden * vis.tokens**2),
+        projector=images * 2 * (vis.hidden * llm.hidden + llm.hidden * llm.hidden) * arch.image_tokens,
+        llm=2 * llm.matmul_params * s,
+        attention=4 * llm.layers * llm.heads * llm.head_dim * s * s,
+    )
+
+
+def sample_flops(arch: LlavaArch, work: Workload, text_tokens: float, images: int = 1) -> FlopCount:
+    """FLOPs to train on one sample; a prefer pair is two sequences trained plus two reference forwards."""
+    count = sequence_flops(arch, work, text_tokens, images)
+    if work.stage == "prefer":
+        count = (count + reference_flops(arch, text_tokens, images)).scaled(2)
+    return count
+
+
 def mean_sample_flops(
     arch: LlavaArch, work: Workload, mean_text_tokens: float, image_fraction: float = 1.0
 ) -> FlopCount:
     """Mean FLOPs per sample of a dataset with `image_fraction` of samples holding one image."""
-    with_image = sequence_flops(arch, work, mean_text_tokens, images=1).scaled(image_fraction)
-    text_only = sequence_flops(arch, work, mean_text_tokens, images=0).scaled(1 - image_fraction)
+    with_image = sample_flops(arch, work, mean_text_tokens, images=1).scaled(image_fraction)
+    text_only = sample_flops(arch, work, mean_text_tokens, images=0).scaled(1 - image_fraction)
     return with_image + text_only
 
 

@@ -123,10 +123,10 @@ def activations(arch: LlavaArch, work: Workload, engine: Engine, tokens: int, mi
     layers += 4 * llm.hidden * n + (llm.hidden * b * n if work.llm_trained else 0)  # final norm (+ lm_head input)
     return Activations(
         layers=layers,
-        projector=images * micro_batch * arch.image_tokens * (vis.hidden + 2 * llm.hidden) * b,
+        projector=images * micro_batch * arch.projected_tokens * (vis.hidden + 2 * llm.hidden) * b,
         loss_tail=12 * llm.vocab * n * logit_fraction,
         backward_work=backward_work,
-        vision_forward=images * micro_batch * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
+        vision_forward=images * micro_batch * arch.tower_passes * vis.tokens * vis.hidden * (vis.layers + 1 + 4) * b,
     )
 
 
@@ -146,7 +146,8 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
 
     # Parameter counts by role.
     n_lora = work.lora_params(arch)
-    n_trainable = arch.projector_params + n_lora + (llm.params if work.llm_trained else 0)
+    n_trainable = (arch.projector_params if work.projector_trained else 0) + n_lora
+    n_trainable += llm.params if work.llm_trained else 0
     n_trainable += vis.params if work.train_vision else 0
     n_llm_frozen = 0 if work.llm_trained else llm.params
     n_vision_frozen = 0 if work.train_vision else vis.params
@@ -163,6 +164,10 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
     # plain torch keeps trainables in fp32 (PEFT casts adapters to fp32) with fp32 AdamW states (8 bytes).
     weight_b, grad_b, optim_b = (b, b, 12) if deepspeed and b == 2 else (4, 4, 8)
     trainable = n_trainable * weight_b
+
+    if work.stage == "prefer" and work.llm_trained:  # full: TRL's frozen reference copy (partitioned by ZeRO-3)
+        frozen += (llm.params + vis.params + arch.projector_params) * b / (world if stage == 3 else 1)
+    micro_batch *= work.sequences_per_sample  # a pair's chosen and rejected rows go through together
 
     est = MemoryEstimate()
     if stage == 3:

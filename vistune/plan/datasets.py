@@ -40,8 +40,22 @@ KNOWN_DATASETS: dict[str, DatasetStats] = {
     "llava-mix665k": DatasetStats(
         "llava-mix665k", 665_298, 330, 0.94, None, "mix665k: ~330 text tokens/record, 94% with an image (estimate)"
     ),
+    # openbmb/RLAIF-V-Dataset: 83,132 preference pairs (image, question, chosen, rejected), mostly detailed
+    # descriptions; per sequence: a ~20-token question + a ~150-token reply + template (estimate).
+    "rlaif-v": DatasetStats("rlaif-v", 83_132, 220, 1.0, None, "RLAIF-V: ~220 text tokens per reply sequence, "
+                            "one image per pair (estimate)"),
+    # LLaVA-NeXT-Data (lmms-lab/LLaVA-NeXT-Data): 779K records, mix665k-like conversations plus high-resolution
+    # document / chart data; text length assumed as mix665k's.
+    "llava-next-779k": DatasetStats(
+        "llava-next-779k", 779_289, 330, 0.95, None, "LLaVA-NeXT-Data: 779K records, text as mix665k (estimate)"
+    ),
+    # LLaVA-OneVision single-image stage: 3.2M records (OneVision paper); text length assumed as mix665k's.
+    "llava-ov-si-3.2m": DatasetStats(
+        "llava-ov-si-3.2m", 3_200_000, 330, 1.0, None, "OneVision single-image: 3.2M records (estimate)"
+    ),
 }
-_FILE_NAMES = {"558k": "lcs-558k", "665k": "llava-mix665k"}
+_FILE_NAMES = {"558k": "lcs-558k", "665k": "llava-mix665k", "779k": "llava-next-779k", "next_data": "llava-next-779k",
+               "ov_si": "llava-ov-si-3.2m", "3.2m": "llava-ov-si-3.2m", "rlaif": "rlaif-v"}
 
 
 def dataset_stats(path: str) -> DatasetStats:
@@ -70,6 +84,10 @@ def measure_records(path: Path) -> DatasetStats:
     for record in records:
         turns = record.get("conversations") or record.get("messages") or []
         chars = sum(len(str(t.get("value", t.get("content", "")))) for t in turns)
+        if "chosen" in record:  # a preference pair: one sequence = the prompt + a mean reply
+            prompt = record.get("prompt", record.get("question"))
+            chars += len(str(prompt or "")) + (len(str(record["chosen"])) + len(str(record.get("rejected", "")))) / 2
+            turns = [*turns, {}] + ([{}] if prompt else [])
         lengths.append(chars / CHARS_PER_TOKEN + TEMPLATE_TOKENS_PER_TURN * len(turns) + SYSTEM_TOKENS)
         images += bool(record.get("image") or record.get("images"))
     return DatasetStats(

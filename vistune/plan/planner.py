@@ -196,7 +196,10 @@ def _notes(inp: PlanInput) -> list[str]:
              f"time at the mean sample ({inp.data.mean_tokens(inp.arch.image_tokens):.0f} tokens, {inp.data.source})"]
     if inp.offload_optimizer or inp.offload_param:
         notes.append("offload: host-side AdamW steps and PCIe transfers are not in the time estimate (slower)")
-    if inp.work.method == "qlora" and inp.work.stage == "instruct":
+    if inp.work.stage == "prefer":
+        notes.append("prefer: each sample is a pair (chosen + rejected rows through the policy, then a no-grad "
+                     "reference forward of both: the adapter-free network for LoRA, a frozen copy for full)")
+    if inp.work.method == "qlora" and inp.work.stage != "align":
         notes.append("QLoRA dequantises each weight per matmul: slower than LoRA, not in the time estimate")
     if inp.zero_stage == 3 and inp.gpu.interconnect == "pcie":
         notes.append(f"ZeRO-3 over PCIe ({inp.gpu.name}) gathers weights without NVLink: expect lower throughput")
@@ -206,6 +209,22 @@ def _notes(inp: PlanInput) -> list[str]:
         notes.append("align with gradient checkpointing: the frozen LLM's recompute is a third of the work; "
                      "turn it off when the activations fit")
     return notes
+
+
+def anyres_arch(arch, config):
+    """For model.arch llava_next / llava_onevision: the image tokens and tower inputs of a typical image
+    (vistune.model.anyres.TYPICAL_IMAGE), counted by transformers' processor for that arch."""
+    if config.model.arch == "llava":
+        return arch
+    import dataclasses
+
+    from vistune.model.anyres import count_tokens
+
+    vis = arch.vision
+    tokens, passes = count_tokens(config.model.arch, tower_size=vis.image_size, patch_size=vis.patch_size,
+                                  drop_cls=vis.cls_token, pinpoints=config.model.image_grid_pinpoints,
+                                  vision_aspect_ratio=config.model.vision_aspect_ratio)
+    return dataclasses.replace(arch, anyres_tokens=tokens, tower_passes=passes)
 
 
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
@@ -219,11 +238,11 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
         method=config.method,
         lora_r=config.lora.r,
         lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-        train_vision=config.model.train_vision,
+        train_vision=config.trains_vision,
         gradient_checkpointing=config.optim.gradient_checkpointing is True,
     )
     inp = PlanInput(
-        arch=_arch(config),
+        arch=anyres_arch(_arch(config), config),
         work=work,
         data=dataset_stats(config.data.path),
         gpu=gpu,

@@ -14,11 +14,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tiny: tiny CLIP + tiny Llama; smollm2: tiny CLIP + SmolLM2-135M-Instruct (pip extra smollm2)")
     parser.add_argument("--fast", action="store_true", help="a shortened run (CI): same phases, fewer steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prefer", action="store_true",
+                        help="add stage 3 (prefer: DPO on synthetic preference pairs) with held-out accuracy after it")
     parser.set_defaults(func=_quickstart)
 
 
 def _quickstart(args) -> int:
     from vistune.quickstart.run import QuickstartSettings, run_quickstart
 
-    run_quickstart(QuickstartSettings(out=args.out, preset=args.preset, fast=args.fast, seed=args.seed))
+    run_quickstart(QuickstartSettings(out=args.out, preset=args.preset, fast=args.fast, seed=args.seed,
+                                      prefer=args.prefer))
     return 0

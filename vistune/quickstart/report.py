@@ -138,6 +138,13 @@ def closing_table(summary: dict) -> str:
     header = ["question type", "chance", *stages]
     rows = [[t, f"{chance.get(t, 0):.2f}", *(f"{acc[s].get(t, 0):.2f}" for s in stages)] for t in types]
     lines = _table(header, rows)
+    if "preference" in summary:  # stage 3: preference accuracy on held-out pairs
+        p = summary["preference"]
+        kinds = list(p["accuracy_after"]["per_type"]) + ["overall"]
+        pick = lambda r, k: r["accuracy"] if k == "overall" else r["per_type"].get(k, 0)  # noqa: E731
+        lines += ["", *_table(["preference pairs", "before prefer", "after prefer"],
+                              [[k, f"{pick(p['accuracy_before'], k):.2f}", f"{pick(p['accuracy_after'], k):.2f}"]
+                               for k in kinds])]
     times = summary["wall_seconds"]
     lines += ["", *_table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in times.items()])]
     return "\n".join(lines)

@@ -35,6 +35,9 @@ class QuickstartSettings:
     llm_vocab: int = 1024  # the tiny Llama's BPE size: whole words keep prompts short, so images weigh more
     threads: int = 1  # torch CPU threads: the tiny models gain nothing from more, and lose ~10x on a loaded machine
     eval_points: int = 10  # held-out evaluations during stage 2 (evenly spaced; the last after its final step)
+    prefer: bool = False  # also run stage 3 (prefer: DPO on synthetic preference pairs) after instruct
+    prefer_pairs: int = 600  # synthetic preference pairs to train on (held-out pairs: a third of that, >= 40)
+    prefer_steps: int = 120  # stage 3 optimizer steps
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
@@ -44,6 +47,7 @@ class QuickstartSettings:
         if self.fast:
             self.images, self.clip_steps, self.llm_steps = 200, 30, 30
             self.align_steps, self.instruct_steps, self.eval_points = 10, 10, 2
+            self.prefer_pairs, self.prefer_steps = 64, 6
 
 
 class PhaseTimer:
@@ -88,6 +92,7 @@ def run_quickstart(s: QuickstartSettings) -> dict:
                                          _heldout_while_training(data["heldout"], s)])
     with timer("eval_instruct"):
         after_instruct = _evaluate(runs / "instruct", data["heldout"], out / "eval" / "instruct", template)
+    prefer = _prefer(s, out, parts, template, timer) if s.prefer else None
     with timer("export"):
         from vistune.train.export import export
 
@@ -112,8 +117,42 @@ def run_quickstart(s: QuickstartSettings) -> dict:
         },
         demo=demo,
     )
+    if prefer is not None:
+        from vistune.quickstart.summary import _fractions
+
+        summary["accuracy"]["after_prefer"] = _fractions(prefer.pop("shapes"), "accuracy")
+        summary["preference"] = prefer
+        summary["artifacts"]["prefer_run"] = str(runs / "prefer")
     write_outputs(summary, out, pretrain_losses, runs)
     return summary
+
+
+def _prefer(s: QuickstartSettings, out: Path, parts: list[str], template: str, timer: PhaseTimer) -> dict:
+    """Stage 3 on synthetic pairs (images never seen before); preference accuracy on held-out pairs before and
+    after, and the shapes accuracy after (it must not fall)."""
+    from vistune.data_prep.synth import synthesize_preferences
+    from vistune.eval.loading import load_model
+    from vistune.eval.preference import preference_accuracy
+
+    runs = out / "runs"
+    with timer("prefer_data"):
+        data = synthesize_preferences(out / "data", n=s.prefer_pairs, seed=s.seed + 1,
+                                      n_heldout=max(40, s.prefer_pairs // 3))
+
+    def accuracy(run: Path) -> dict:
+        model, processor, _ = load_model(str(run))
+        return preference_accuracy(model, processor, data["prefer_heldout"], template, image_root=out / "data")
+
+    with timer("eval_prefer_before"):
+        before = accuracy(runs / "instruct")
+    with timer("prefer"):
+        _train("prefer.yaml", parts + [f"data.path={data['prefer']}", f"data.image_root={out / 'data'}",
+                                       f"data.template={template}", f"preference.start={runs / 'instruct'}",
+                                       f"output_dir={runs / 'prefer'}", f"optim.max_steps={s.prefer_steps}"])
+    with timer("eval_prefer"):
+        after = accuracy(runs / "prefer")
+        shapes = _evaluate(runs / "prefer", str(out / "data" / "heldout.json"), out / "eval" / "prefer", template)
+    return {"heldout_pairs": after["pairs"], "accuracy_before": before, "accuracy_after": after, "shapes": shapes}
 
 
 def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: PhaseTimer):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from vistune.model.compose import llava_of
-from vistune.model.projector import save_projector
+from vistune.model.compose import llava_of, num_image_tokens
+from vistune.model.projector import save_projector, save_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ BASE_FILE = "base.json"
 ADAPTER_DIR = "adapter"
 CONFIG_FILE = "config.yaml"
 _PROJ = "multi_modal_projector."
+_NEWLINE = "image_newline"
+_TOWER = "vision_tower."
 
 
 def gather_parameters(model: torch.nn.Module, keep: Callable[[str], bool], to_this_rank: bool = True,
@@ -68,9 +70,10 @@ def base_record(config, model) -> dict:
     from vistune.data_prep import get_template
     from vistune.model.presets import resolve_llm, resolve_vision
 
-    qlora = config.stage == "instruct" and config.method == "qlora"
+    qlora = config.stage != "align" and config.method == "qlora"
     weights = "projector" if config.stage == "align" else "full" if config.method == "full" else "adapter"
-    if config.model.base:  # the base rebuilds the model; its adapter (continued) is replaced by the run's own
+    start = config.preference.start if config.stage == "prefer" else ""
+    if config.model.base and not start:  # the base rebuilds the model; its adapter (continued) is replaced by the run's own
         lora = config.stage == "instruct" and config.method in ("lora", "qlora")
         return {
             "base": config.model.base,
@@ -89,6 +92,7 @@ def base_record(config, model) -> dict:
         }
     vision_path, llm_path = resolve_vision(config.vision), resolve_llm(config.llm)
     return {
+        "start": str(Path(start).resolve()) if start else None,  # prefer: the trained model it started from
         "vision": config.vision,
         "vision_path": vision_path,
         "vision_sha256": part_fingerprint(vision_path),
@@ -104,8 +108,19 @@ def base_record(config, model) -> dict:
         "stage": config.stage,
         "method": config.method,
         "weights": weights,
-        "image_seq_length": int(llava_of(model).config.image_seq_length),
+        "train_vision": config.model.train_vision,
+        "image_seq_length": num_image_tokens(llava_of(model)),
+        **arch_record(llava_of(model)),
     }
+
+
+def arch_record(llava) -> dict:
+    """The AnyRes settings load_trained needs to rebuild the same arch (empty for LLaVA-1.5)."""
+    config = llava.config
+    if config.model_type == "llava":
+        return {}
+    return {"arch": config.model_type, "image_grid_pinpoints": config.image_grid_pinpoints,
+            "vision_aspect_ratio": getattr(config, "vision_aspect_ratio", "anyres_max_9")}
 
 
 def save_artifacts(model, out_dir: str | Path, *, processor, base: dict, config_yaml: str, is_main: bool) -> None:
@@ -115,14 +130,23 @@ def save_artifacts(model, out_dir: str | Path, *, processor, base: dict, config_
     if weights == "full":
         state = gather_parameters(model, lambda n: True, to_this_rank=is_main)
     else:  # trained parameters only: the projector (+ LoRA)
-        state = gather_parameters(model, lambda n: _PROJ in n or "lora_" in n, to_this_rank=is_main)
+        tower = base.get("train_vision") == "full"  # a fully trained tower is saved beside the projector
+        state = gather_parameters(model, lambda n: _PROJ in n or "lora_" in n or n.endswith(_NEWLINE)
+                                  or (tower and _TOWER in n and "lora_" not in n), to_this_rank=is_main)
     if not is_main:
         return
     empty = [k for k, v in state.items() if v.numel() == 0]
     if empty:
         raise RuntimeError(f"refusing to save empty tensors {empty[:5]} (ZeRO-3 partitions were not gathered)")
     out.mkdir(parents=True, exist_ok=True)
-    save_projector({n[n.index(_PROJ):]: v for n, v in state.items() if _PROJ in n}, out)
+    projector = {n[n.index(_PROJ):]: v for n, v in state.items() if _PROJ in n}
+    newline = [v for n, v in state.items() if n.endswith(_NEWLINE)]  # AnyRes row separator
+    if newline:
+        projector[_NEWLINE] = newline[0]
+    save_projector(projector, out)
+    tower_state = {n[n.index(_TOWER) + len(_TOWER):]: v for n, v in state.items() if _TOWER in n and "lora_" not in n}
+    if weights != "full" and tower_state:
+        save_vision_tower(tower_state, out)
     if weights == "adapter":
         save_adapter(model, out / ADAPTER_DIR, {n: v for n, v in state.items() if "lora_" in n})
     elif weights == "full":

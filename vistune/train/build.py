@@ -16,11 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def uses_4bit(config: RunConfig) -> bool:
-    return config.stage == "instruct" and config.method == "qlora"
+    return config.stage != "align" and config.method == "qlora"
 
 
 def uses_lora(config: RunConfig) -> bool:
-    return config.stage == "instruct" and config.method in ("lora", "qlora")
+    return config.stage != "align" and config.method in ("lora", "qlora")
 
 
 def projector_file(path: str) -> Path:
@@ -67,7 +67,36 @@ def build_run(config: RunConfig, skips) -> BuiltRun:
 
 def build_model(config: RunConfig):
     """(model, processor): the composed LLaVA with projector init, LoRA / QLoRA attached and the stage policy set."""
-    from vistune.model import LoraSettings, apply_stage_policy, attach_lora, build_llava, load_projector
+    from vistune.model import apply_stage_policy, attach_lora
+
+    model, processor, base_adapter = compose_model(config)
+    if uses_lora(config) and base_adapter is not None:
+        from vistune.model.base import continue_adapter
+
+        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
+        log.info("continuing the base's adapter %s", base_adapter)
+    elif uses_lora(config):
+        model = attach_lora(model, lora_settings(config), gradient_checkpointing=config.optim.gradient_checkpointing is True,
+                            vision=vision_lora_settings(config))
+    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
+    if config.optim.vision_gradient_checkpointing and config.trains_vision:
+        from vistune.model.compose import llava_of
+
+        llava_of(model).model.vision_tower.gradient_checkpointing_enable({"use_reentrant": False})
+    return model, processor
+
+
+def lora_settings(config: RunConfig):
+    from vistune.model import LoraSettings
+
+    return LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                        target_modules=config.lora.target_modules)
+
+
+def compose_model(config: RunConfig):
+    """(model, processor, the adapter dir of a base+lora model.base to continue, or None): the LLaVA from
+    model.base or composed from its parts (vision, LLM, projector), nothing attached yet."""
+    from vistune.model import build_llava, load_projector
 
     resolve_packing(config)
     base_adapter = None
@@ -83,27 +112,52 @@ def build_model(config: RunConfig):
             chat_template=chat_template_of(config.template),
             attn_implementation=attention_implementation(config),
             allow_pickle=config.model.allow_pickle,
+            **arch_settings(config),
         )
     if config.model.base:
         log.info("starting from model.base %s (its projector, processor and chat template)", config.model.base)
     elif config.model.projector:
         load_projector(model, projector_file(config.model.projector))
         log.info("projector initialised from %s", config.model.projector)
-    elif config.stage == "instruct":
-        log.warning("instruct stage without model.projector: the projector starts untrained (no stage-1 alignment)")
+    elif config.stage != "align":
+        log.warning("%s stage without model.projector: the projector starts untrained (no stage-1 alignment)",
+                    config.stage)
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if uses_lora(config) and base_adapter is not None:
-        from vistune.model.base import continue_adapter
+    return model, processor, base_adapter
 
-        model = continue_adapter(model, base_adapter, config.optim.gradient_checkpointing is True)
-        log.info("continuing the base's adapter %s", base_adapter)
-    elif uses_lora(config):
-        settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                                target_modules=config.lora.target_modules)
-        model = attach_lora(model, settings, gradient_checkpointing=config.optim.gradient_checkpointing is True)
-    apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
-    return model, processor
+
+def continues_base_adapter(config: RunConfig) -> bool:
+    """instruct with LoRA may continue a base+lora base's adapter; prefer always folds it in (it is the reference)."""
+    return config.stage == "instruct" and uses_lora(config)
+
+
+def vision_lora_settings(config: RunConfig):
+    """The tower's own LoRA settings when model.train_vision is lora, else None."""
+    if config.model.train_vision != "lora":
+        return None
+    from vistune.model import LoraSettings
+
+    lora = config.lora
+    return LoraSettings(r=lora.vision_r, alpha=lora.vision_alpha, dropout=lora.dropout,
+                        target_modules=lora.vision_target_modules)
+
+
+def arch_settings(config: RunConfig) -> dict:
+    """build_llava's arch keywords; an image_grid_pinpoints the tower cannot tile is a ConfigError."""
+    from vistune.model.anyres import PinpointError, check_aspect_ratio, check_pinpoints
+    from vistune.model.compose import vision_input_size
+
+    m = config.model
+    if m.arch == "llava":
+        return {}
+    try:
+        if m.image_grid_pinpoints is not None:
+            check_pinpoints(m.image_grid_pinpoints, vision_input_size(config.vision))
+        check_aspect_ratio(m.vision_aspect_ratio)
+    except (PinpointError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    return {"arch": m.arch, "image_grid_pinpoints": m.image_grid_pinpoints, "vision_aspect_ratio": m.vision_aspect_ratio}
 
 
 def load_base_model(config: RunConfig):
@@ -113,7 +167,7 @@ def load_base_model(config: RunConfig):
     model, processor, adapter = load_base(
         config.model.base, dtype=config.model.dtype, load_in_4bit=uses_4bit(config),
         attn_implementation=attention_implementation(config), allow_pickle=config.model.allow_pickle,
-        adapter=config.model.base_adapter if uses_lora(config) else "merge", vision=config.model.base_vision,
+        adapter=config.model.base_adapter if continues_base_adapter(config) else "merge", vision=config.model.base_vision,
     )
     jinja = chat_template_of(config.template) if config.template != "auto" else None
     if jinja:
@@ -127,19 +181,25 @@ def build_dataset(config: RunConfig, processor, model, skips):
     from vistune.model import num_image_tokens
     from vistune.model.compose import llava_of
 
-    records = load_records(config.data.path, skips=skips)
     image_root = config.data.image_root or str(Path(config.data.path).parent)
-    dataset = VisualInstructDataset(
-        records,
-        processor,
-        get_template(config.template),
-        image_root=image_root,
-        num_image_tokens=num_image_tokens(llava_of(model)),
-        max_length=config.data.max_length,
-        aspect=config.data.aspect,
-        skips=skips,
-        source=config.data.path,
-    )
+    settings = dict(image_root=image_root, num_image_tokens=num_image_tokens(llava_of(model)),
+                    max_length=config.data.max_length, aspect=config.data.aspect, skips=skips,
+                    source=config.data.path)
+    loader = data_loader_kind(config)
+    if loader == "stream":
+        from vistune.data_prep.stream import StreamDataset
+
+        settings.pop("image_root")
+        dataset = StreamDataset(config.data.path, processor, get_template(config.template), seed=config.seed,
+                                shuffle_buffer=config.data.shuffle_buffer, **settings)
+    elif loader == "memory":
+        records = load_records(config.data.path, skips=skips)
+        dataset = VisualInstructDataset(records, processor, get_template(config.template), **settings)
+    else:
+        from vistune.data_prep.cached_dataset import CachedDataset
+
+        dataset = CachedDataset(config.data.path, processor, get_template(config.template),
+                                cache_dir=config.data.cache_dir or None, **settings)
     if len(dataset) == 0:
         raise ValueError(f"{config.data.path}: no usable record ({skips.summary()})")
     resolve_packing(config)
@@ -154,6 +214,14 @@ def build_dataset(config: RunConfig, processor, model, skips):
 
         collator = SupervisedLogitsCollator(collator)
     return dataset, collator
+
+
+def data_loader_kind(config: RunConfig) -> str:
+    """data.loader with auto resolved: stream for a directory of .tar shards, else the tokenised cache."""
+    if config.data.loader != "auto":
+        return config.data.loader
+    path = Path(config.data.path)
+    return "stream" if path.is_dir() and any(path.glob("*.tar")) else "cache"
 
 
 def attention_implementation(config: RunConfig) -> str | None:
@@ -186,8 +254,8 @@ def training_callbacks(config: RunConfig) -> list:
 
 def length_sampler_fn(config: RunConfig, dataset):
     """A factory the trainer calls with its TrainingArguments: LLaVA's modality-length grouping, or None."""
-    if not config.data.group_by_length:
-        return None
+    if not config.data.group_by_length or getattr(dataset, "shards_itself", False):
+        return None  # a stream groups lengths inside its shuffle buffer
     from vistune.data_prep import LengthGroupedSampler
 
     def make(args):

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
 _KEEP = ("loss", "learning_rate", "grad_norm", "epoch", "skipped_steps")  # skipped_steps: vistune.train.supervision
+# the prefer stage's metrics, as TRL names them (implicit rewards = beta * policy / reference log-ratio)
+PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                   "logps/rejected")
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -50,8 +53,9 @@ class JsonlLogCallback(TrainerCallback):
         now = time.perf_counter()
         steps = state.global_step - self._last_step
         elapsed = now - (self._last_time or now)
-        entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP if k in logs}}
+        entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP + PREFERENCE_KEYS if k in logs}}
         entry["lr"] = entry.pop("learning_rate", None)
+        entry.update({k: _num(v) for k, v in logs.items() if k.startswith("lr_")})  # each parameter group's rate
         entry["samples_per_s"] = round(steps * self.global_batch / elapsed, 3) if elapsed > 0 and steps else None
         if self.meter is not None and steps:
             entry.update(self.meter.log_fields(steps))

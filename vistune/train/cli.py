@@ -8,7 +8,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="run a training stage (align / instruct) from a YAML recipe")
+    train = subparsers.add_parser("train", help="run a training stage (align / instruct / prefer) from a YAML recipe")
     train.add_argument("config", help="YAML recipe, e.g. configs/llava-1.5-7b/finetune_lora.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-4")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and planned parameters, load nothing")

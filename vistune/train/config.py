@@ -15,13 +15,17 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "prefer")
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "orpo", "simpo")
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
 ASPECTS = ("pad", "resize", "crop")
+LOADERS = ("auto", "cache", "memory", "stream")
 CROSS_ENTROPY = ("chunked", "full", "liger")
 AUTO = "auto"  # a switch left to vistune: resolved at build time from the machine, model and data
+ARCHS = ("llava", "llava_next", "llava_onevision")
+VISION_MODES = ("frozen", "full", "lora")
 
 
 class ConfigError(ValueError):
@@ -36,8 +40,11 @@ class ModelConfig:
     dtype: str = "bfloat16"  # weight dtype of the composed model (float32 on CPU)
     projector: str | None = None  # stage-1 projector.safetensors, or a run / checkpoint dir holding one
     vision_feature_layer: int = -2  # vision layer whose patch features feed the projector (LLaVA-1.5: -2)
+    arch: str = "llava"  # llava (one padded square), llava_next (AnyRes crops) or llava_onevision (anyres_max_N)
+    image_grid_pinpoints: list[list[int]] | None = None  # AnyRes crop grids (h, w), multiples of the tower size; None = published
+    vision_aspect_ratio: str = "anyres_max_9"  # llava_onevision: grids beyond N crops are pooled down to about N
     attn_implementation: str | None = None  # sdpa / flash_attention_2 / eager; None = transformers' default
-    train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
+    train_vision: str = "frozen"  # vision tower: frozen (LLaVA-1.5), full (LLaVA-NeXT stage 2) or lora (own rank)
     allow_pickle: bool = False  # allow loading pickle .bin weights (safetensors only by default)
     base: str | None = None  # start from an existing LLaVA (HF Llava dir / hub id, vistune export, LLaVA checkpoint)
     base_adapter: str = "continue"  # a base+lora export's adapter: continue training it, or merge it first
@@ -55,6 +62,9 @@ class DataConfig:
     group_megabatches: int = 1  # steps whose samples are length-sorted together (1 = LLaVA: balances ranks only)
     num_workers: int = 4  # dataloader worker processes per rank
     packing: bool | str = AUTO  # padding-free: a batch's samples in one row, no cross attention; auto = on when the attention keeps samples apart
+    loader: str = "auto"  # auto (stream a dir of .tar shards, else cache), cache (tokenised once, shared), memory, stream
+    cache_dir: str = ""  # where tokenised caches live ("" = $VISTUNE_CACHE/tokenized, ~/.cache/vistune/tokenized)
+    shuffle_buffer: int = 1000  # stream: samples in the seeded shuffle buffer (length grouping happens inside it)
 
 
 @dataclass
@@ -63,12 +73,17 @@ class LoraConfig:
     alpha: int = 256  # LoRA scaling numerator (LLaVA-1.5: 256)
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: list[str] | None = None  # LLM linear leaf names; None = every linear layer except lm_head
+    vision_r: int = 16  # rank of the vision tower's LoRA (model.train_vision: lora)
+    vision_alpha: int = 32  # scaling numerator of the vision tower's LoRA
+    vision_target_modules: list[str] | None = None  # tower linear leaf names; None = every encoder-layer linear
 
 
 @dataclass
 class OptimConfig:
     lr: float = 2e-4  # peak learning rate of the main trainable parameters (LoRA / LLM / projector in align)
-    projector_lr: float | None = None  # own learning rate of the projector in instruct (LLaVA-1.5 LoRA: 2e-5)
+    projector_lr: float | None = None  # own learning rate of the projector (+ image_newline) in instruct (LLaVA-1.5 LoRA: 2e-5)
+    vision_lr: float | None = None  # own learning rate of the vision tower (or its LoRA) when it trains (LLaVA-NeXT: 2e-6)
+    llm_lr: float | None = None  # own learning rate of the LLM / its LoRA in instruct; None = lr
     epochs: float = 1.0  # passes over the data (ignored when max_steps > 0)
     max_steps: int = -1  # optimizer steps; > 0 overrides epochs
     per_device_batch_size: int = 16  # samples per process per micro-step
@@ -78,6 +93,7 @@ class OptimConfig:
     scheduler: str = "cosine"  # lr schedule after warmup
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
     gradient_checkpointing: bool | str = AUTO  # recompute LLM activations in backward; auto = only when the memory model says the step does not fit
+    vision_gradient_checkpointing: bool = False  # recompute the tower's activations too (when it trains; the LLM's switch also covers it)
     checkpoint_layers: int = 0  # with gradient_checkpointing on: recompute only the first N decoder layers (0 = all)
     cross_entropy: str = "chunked"  # chunked (logits only where a label is supervised), full (every position, LLaVA's) or liger (fused, GPU)
     liger: bool | str = AUTO  # Liger kernels (RMSNorm, SwiGLU, RoPE) for a Llama-family LLM; auto = on with CUDA and liger-kernel installed (not QLoRA)
@@ -107,13 +123,24 @@ class EvalConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """Stage prefer: where it starts and which TRL preference loss it optimises."""
+
+    start: str = ""  # stage-2 run / checkpoint dir or vistune export to start from; "" = compose from model.*
+    loss: str = "sigmoid"  # sigmoid (DPO), ipo, orpo or simpo (see vistune.train.prefer for the TRL class of each)
+    beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight)
+    sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha)
+
+
+@dataclass
 class RunConfig:
-    stage: str = "instruct"  # align (projector only) or instruct (LoRA / QLoRA / full + projector)
-    method: str = "lora"  # instruct method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
+    stage: str = "instruct"  # align (projector only), instruct (LoRA / QLoRA / full + projector) or prefer (DPO family)
+    method: str = "lora"  # instruct / prefer method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
     model: ModelConfig = field(default_factory=ModelConfig)  # which parts are composed, and how
     data: DataConfig = field(default_factory=DataConfig)  # what is trained on
     lora: LoraConfig = field(default_factory=LoraConfig)  # adapter settings for lora / qlora
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation hyper-parameters
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # the prefer stage's start and loss
     deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json ...); None = plain DDP
     output_dir: str = "runs/default"  # where outputs, checkpoints and log.jsonl go
     save_steps: int = 500  # checkpoint every N optimizer steps (0 = only at the end)
@@ -130,9 +157,16 @@ class RunConfig:
         _choice("optim.scheduler", self.optim.scheduler, SCHEDULERS)
         _choice("report_to", self.report_to, REPORT_TO)
         _choice("data.aspect", self.data.aspect, ASPECTS)
+        _choice("model.arch", self.model.arch, ARCHS)
+        self.model.train_vision = _vision_mode(self.model.train_vision)
+        if self.model.train_vision == "lora" and not (self.stage == "instruct" and self.method in ("lora", "qlora")):
+            raise ConfigError("model.train_vision: lora needs stage instruct with method lora or qlora (one PEFT adapter "
+                              "holds the LLM's and the tower's LoRA); use train_vision: full otherwise")
+        _choice("data.loader", self.data.loader, LOADERS)
         if self.optim.cross_entropy == "default":  # the name before chunked became the default
             self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
+        _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
         for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
             _auto_or_bool(self, key)
         if self.optim.checkpoint_layers < 0:
@@ -182,6 +216,17 @@ class RunConfig:
 
         return default_template(self.llm)
 
+    @property
+    def trains_vision(self) -> bool:
+        """The vision tower (or its LoRA) trains: backward runs through it."""
+        return _vision_mode(self.model.train_vision) != "frozen"
+
+    def module_lrs(self) -> dict[str, float | None]:
+        """Learning rate of each parameter group (None: optim.lr): projector_lr and llm_lr apply in instruct."""
+        o, instruct = self.optim, self.stage == "instruct"
+        return {"vision": o.vision_lr, "projector": o.projector_lr if instruct else None,
+                "llm": o.llm_lr if instruct else None}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -203,6 +248,14 @@ def _check_evals(entries: list[EvalConfig]) -> None:
             raise ConfigError(f"{where}: every >= 0, limit >= 1, batch_size >= 1 and max_new_tokens >= 1")
         if labels.count(e.label) > 1:
             raise ConfigError(f"{where}: two eval entries log as eval/{e.label}/...; give one a distinct name")
+
+
+def _vision_mode(value) -> str:
+    """frozen / full / lora; the booleans of older configs mean frozen (false) and full (true)."""
+    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+        return "full" if str(value).lower() == "true" else "frozen"
+    _choice("model.train_vision", value, VISION_MODES)
+    return value
 
 
 def _check_base(model: ModelConfig) -> None:

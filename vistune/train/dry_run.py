@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vistune.train.build import uses_lora
+from vistune.train.build import uses_lora, vision_lora_settings
 from vistune.train.config import RunConfig
 
 
@@ -66,7 +66,7 @@ def planned_model(config: RunConfig):
     if uses_lora(config):
         settings = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                                 target_modules=config.lora.target_modules)
-        model = attach_lora(model, settings)
+        model = attach_lora(model, settings, vision=vision_lora_settings(config))
     apply_stage_policy(model, config.stage, config.method, train_vision=config.model.train_vision)
     return model, source
 

@@ -54,11 +54,12 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-def training_arguments(config: RunConfig):
+def training_arguments(config: RunConfig, cls=None, **extra):
+    """HF TrainingArguments for `config` (or `cls`, a subclass such as TRL's DPOConfig, with its own `extra` fields)."""
     from transformers import TrainingArguments
 
     o = config.optim
-    return TrainingArguments(
+    return (cls or TrainingArguments)(
         output_dir=config.output_dir,
         per_device_train_batch_size=o.per_device_batch_size,
         gradient_accumulation_steps=o.grad_accum,
@@ -91,6 +92,7 @@ def training_arguments(config: RunConfig):
         disable_tqdm=False,
         # without a GPU, accelerate only goes multi-process (gloo) when told it is on CPU
         use_cpu=not torch.cuda.is_available(),
+        **extra,
     )
 
 
@@ -99,6 +101,29 @@ def liger_kernels(config: RunConfig) -> dict:
     (chunked CE needs the logits it computes at supervised positions)."""
     fused = config.optim.cross_entropy == "liger"
     return {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False, "fused_linear_cross_entropy": fused}
+
+
+class _Stage2:
+    """align / instruct: HF Trainer's causal-LM loss with vistune's machinery."""
+
+    build_run = staticmethod(build_run)
+
+    @staticmethod
+    def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
+        return VistuneTrainer(
+            compute_loss_func=loss_function(config),
+            module_lrs=config.module_lrs(),
+            train_sampler_fn=length_sampler_fn(config, kwargs["train_dataset"]),
+            **kwargs,
+        )
+
+
+def _prefer_stage(config: RunConfig):
+    if config.stage != "prefer":
+        return None
+    from vistune.train import prefer
+
+    return prefer
 
 
 def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
@@ -131,7 +156,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     preflight(config)  # fails within seconds when the machine lacks what the config asks for
     set_seed(config.seed)  # identical on every rank: ZeRO-3 partitions each rank's own copy
     skips = SkipLog()
-    built = build_run(config, skips)  # resolves the auto switches (packing, checkpointing, Liger) on the way
+    prefer = _prefer_stage(config)  # vistune.train.prefer for stage prefer (TRL's DPOTrainer), else None
+    built = (prefer or _Stage2).build_run(config, skips)  # resolves the auto switches on the way
     model, processor, dataset, collator = built.model, built.processor, built.dataset, built.collator
     _say("trainable parameters:\n" + format_parameter_table(count_parameters(model)))
     _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
@@ -139,28 +165,26 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         _say(decision.line())
     config_yaml = config_header(built.decisions) + config.to_yaml()
 
-    args = training_arguments(config)  # sets up the process group under a launcher
+    args = training_arguments(config, **(prefer.dpo_arguments(config) if prefer else {}))  # sets up the process group
     is_main = args.should_save
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(config_yaml)
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    stream = _stream_position(config, dataset, args)
     signals = SignalCallback().install()
     meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
     live_eval = _live_eval(config, processor)
-    trainer = VistuneTrainer(
+    trainer = (prefer or _Stage2).make_trainer(
+        config,
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
         callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config),
-                   *live_eval,
-                   *(callbacks or [])],
+                   *([stream] if stream else []), *live_eval, *(callbacks or [])],
         meter=meter,
-        compute_loss_func=loss_function(config),
-        projector_lr=config.optim.projector_lr if config.stage == "instruct" else None,
-        train_sampler_fn=length_sampler_fn(config, dataset),
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config_yaml,
                    "save_total_limit": config.save_total_limit},
     )
@@ -169,6 +193,11 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")
+        if stream:
+            from vistune.train.stream_position import resume_stream
+
+            at = resume_stream(dataset, resume, stream)
+            _say(f"stream: epoch {at['epoch']}, {at['batches']} batches already trained")
     elif is_main:
         (out / SKIPPED_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh list
     trainer._barrier()
@@ -203,6 +232,17 @@ def _live_eval(config: RunConfig, processor) -> list:
     from vistune.train.live_eval import LiveEvalCallback
 
     return [LiveEvalCallback(config.eval, processor, config.template, config.output_dir, config.data.aspect)]
+
+
+def _stream_position(config: RunConfig, dataset, args):
+    """A StreamPosition callback for a self-sharding stream (None for the other datasets)."""
+    if not getattr(dataset, "shards_itself", False):
+        return None
+    from vistune.train.stream_position import StreamPosition
+
+    batches = dataset.batches_per_epoch(args.world_size, args.per_device_train_batch_size)
+    return StreamPosition(batches, args.gradient_accumulation_steps, config.seed, args.world_size,
+                          args.per_device_train_batch_size)
 
 
 def _finish_skip_log(skips, path: Path) -> None:

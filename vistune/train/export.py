@@ -1,6 +1,6 @@
 """`vistune export`: a trained run as standard HF artifacts that load without vistune.
 
-merged:    one Llava directory, LoRA folded into the LLM, projector baked in.
+merged:    one Llava (or LlavaNext / LlavaOnevision) directory, LoRA folded into the LLM, projector baked in.
 base+lora: the base Llava directory with the trained projector baked in, plus `adapter/` (LoRA weights only)
            inside it: the layout vLLM serves with `--enable-lora`.
 A QLoRA run is exported on its dequantised base (the weights it was trained against), never re-quantised.
@@ -53,12 +53,13 @@ def export(run: str | Path, out: str | Path, mode: str = "merged", dtype: str = 
     info = {**base, "exported_from": str(run.resolve()), "export_mode": mode, "export_dtype": dtype,
             "weights": "full", "load_in_4bit": False, "template": template}
     (out / "base.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out / "README.md").write_text(model_card(run, out, mode, info, has_adapter))
+    (out / "README.md").write_text(model_card(run, out, mode, info, has_adapter, type(llava).__name__))
     write_manifest(out, extra={"base": info})
     return out
 
 
-def model_card(run: Path, out: Path, mode: str, info: dict, has_adapter: bool) -> str:
+def model_card(run: Path, out: Path, mode: str, info: dict, has_adapter: bool,
+               class_name: str = "LlavaForConditionalGeneration") -> str:
     config = {}
     if (run / "config.yaml").is_file():
         config = yaml.safe_load((run / "config.yaml").read_text()) or {}
@@ -69,7 +70,7 @@ def model_card(run: Path, out: Path, mode: str, info: dict, has_adapter: bool) -
     lines = [
         "---", "library_name: transformers", "pipeline_tag: image-text-to-text", "tags: [llava, vistune]", "---", "",
         f"# {out.name}", "",
-        "A LLaVA-style vision-language model (`LlavaForConditionalGeneration`) trained with vistune.", "",
+        f"A LLaVA-style vision-language model (`{class_name}`) trained with vistune.", "",
         "## How it was trained", "",
         f"- vision tower: `{info.get('vision')}`; LLM: `{info.get('llm')}`; conversation template: `{info.get('template')}`",
         f"- last stage: `{info.get('stage')}`, method `{method}` ({trained}); projector: 2-layer GELU MLP, trained",
@@ -78,8 +79,8 @@ def model_card(run: Path, out: Path, mode: str, info: dict, has_adapter: bool) -
         f"max_steps {optim.get('max_steps')}; seed {config.get('seed')}",
         f"- exported from `{info.get('exported_from')}` as `{mode}` in {info.get('export_dtype')}"
         + (" (QLoRA: merged into the dequantised 4-bit base it was trained against)" if method == "qlora" else ""),
-        "", "## Load", "", "```python", "from transformers import AutoProcessor, LlavaForConditionalGeneration",
-        f'model = LlavaForConditionalGeneration.from_pretrained("{out}")',
+        "", "## Load", "", "```python", f"from transformers import AutoProcessor, {class_name}",
+        f'model = {class_name}.from_pretrained("{out}")',
         f'processor = AutoProcessor.from_pretrained("{out}")',
     ]
     if has_adapter and mode == "base+lora":

@@ -14,6 +14,7 @@ import platform
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -138,7 +139,7 @@ def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> 
         problems.append(Problem(f"bf16 requested but {where}", "set optim.bf16=false model.dtype=float32"))
     if config.optim.tf32 and not tf32_supported():
         problems.append(Problem("tf32 requested but there is no Ampere-or-newer GPU", "set optim.tf32=false"))
-    if config.stage == "instruct" and config.method == "qlora" and bitsandbytes_backend() is None:
+    if config.stage != "align" and config.method == "qlora" and bitsandbytes_backend() is None:
         problems.append(
             Problem("QLoRA requested but bitsandbytes cannot quantise on this machine", "pip install bitsandbytes, or method=lora")
         )
@@ -149,6 +150,10 @@ def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> 
                 "pip install flash-attn, or set model.attn_implementation=sdpa",
             )
         )
+    start = config.preference.start if config.stage == "prefer" else ""
+    if start and not Path(start).is_dir():
+        problems.append(Problem(f"preference.start {start!r} is not a run, checkpoint or export directory",
+                                "train stage instruct first (or export it), or fix the path"))
     if (config.optim.liger is True or config.optim.cross_entropy == "liger") and not liger_available():
         problems.append(Problem("Liger kernels requested but liger-kernel is not installed (or there is no GPU)",
                                 "pip install 'vistune[liger]' on a CUDA machine, or set optim.liger=auto "

@@ -107,7 +107,7 @@ def checkpointing_estimate(config: RunConfig, model, dataset, budget_bytes: floa
     arch = llava_arch_from_config(llava.config)
     work = Workload(stage=config.stage, method=config.method, lora_r=config.lora.r,
                     lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-                    train_vision=config.model.train_vision)
+                    train_vision=config.trains_vision)
     engine = Engine(**deepspeed_settings(config.deepspeed), world_size=int(os.environ.get("WORLD_SIZE", 1)),
                     dtype_bytes=torch_dtype(config.model.dtype).itemsize,
                     attention="eager" if config.model.attn_implementation == "eager" else "sdpa",

@@ -28,12 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def supervised_tokens(batches: list[dict]) -> int:
-    """Tokens a causal LM loss reads in these micro-batches (labels after the first position, not IGNORE_INDEX)."""
+    """Tokens a loss reads in these micro-batches (labels after the first position, not IGNORE_INDEX; for
+    preference batches, the completion_mask tokens)."""
     total = 0
     for batch in batches:
         labels = batch.get("labels")
+        scored = batch.get("completion_mask")  # preference batches score the replies marked here
         if labels is not None and labels.numel():
             total += int(labels[..., 1:].ne(IGNORE_INDEX).sum())
+        elif scored is not None and scored.numel():
+            total += int(scored[..., 1:].sum())
     return total
 
 

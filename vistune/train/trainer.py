@@ -1,6 +1,8 @@
 """HF `Trainer`, changed only where LLaVA training needs it.
 
-- the projector gets its own parameter group and learning rate (`projector_lr`);
+- the vision tower, the projector and the LLM get a parameter group each with its own learning rate
+  (`vision_lr`, `projector_lr`, `llm_lr`); every logged step records each group's rate as the engine's optimizer
+  holds it (`lr_vision`, `lr_projector`, `lr_llm`), so a rate dropped by DeepSpeed would show;
 - a batch without images still runs the vision tower and projector, on a dummy image that contributes exactly
   zero (its tokens sit after every real token, masked), so every ZeRO-3 rank runs the same forward;
 - an optimizer step whose batch holds no supervised token on any rank is skipped (no forward, backward or update),
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from vistune.model.compose import llava_of
 from vistune.model.manifest import write_manifest
@@ -44,12 +46,24 @@ class NonFiniteLoss(RuntimeError):
         )
 
 
+class _GroupRates(TrainerCallback):
+    """Reads each group's rate right after the optimizer steps, where Trainer reads its own `learning_rate`."""
+
+    def __init__(self, trainer: VistuneTrainer):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.step_rates = self.trainer.group_learning_rates()
+
+
 class VistuneTrainer(Trainer):
-    def __init__(self, *args, projector_lr: float | None = None, run_files: dict | None = None,
+    def __init__(self, *args, module_lrs: dict[str, float | None] | None = None, run_files: dict | None = None,
                  train_sampler_fn=None, meter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.meter = meter  # a vistune.perf.meter.StepMeter, or None
-        self.projector_lr = projector_lr
+        self.module_lrs = {k: v for k, v in (module_lrs or {}).items() if v is not None}  # group -> lr
+        self.step_rates: dict[str, float] = {}  # each group's rate in the last optimizer step (logged)
+        self.add_callback(_GroupRates(self))
         self.run_files = run_files or {}  # processor, base (dict), config_yaml: what every save writes
         self.train_sampler_fn = train_sampler_fn
         self._staging_root: str | None = None
@@ -58,24 +72,45 @@ class VistuneTrainer(Trainer):
 
     # ---- optimisation -------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
-        """Trainer's AdamW groups, with the projector split into its own group when projector_lr is set."""
-        if self.optimizer is not None or self.projector_lr is None:
+        """Trainer's AdamW, one parameter group per (module, decay): vision, projector, llm, each at its own lr
+        (module_lrs; optim.lr where unset). Each group carries its module's "name" for the logs."""
+        from vistune.model.policy import LR_GROUPS, component_of
+
+        if self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list] = {}
+        groups: dict[tuple[str, bool], list] = {}
         for name, param in opt_model.named_parameters():
             if param.requires_grad:
-                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
-        param_groups = []
-        for (is_projector, decays), params in sorted(groups.items()):
-            group = {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0}
-            if is_projector:
-                group["lr"] = self.projector_lr
-            param_groups.append(group)
+                groups.setdefault((LR_GROUPS[component_of(name)], name in decay), []).append(param)
+        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
+                         "lr": self.module_lrs.get(module, self.args.learning_rate), "name": module}
+                        for (module, decays), params in sorted(groups.items())]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
+
+    def group_learning_rates(self) -> dict[str, float]:
+        """{"lr_vision": ..., "lr_projector": ..., "lr_llm": ...} read from the optimizer the engine steps (under
+        DeepSpeed, the ZeRO optimizer inside the engine)."""
+        engine_optimizer = getattr(self.model_wrapped, "optimizer", None) if self.is_deepspeed_enabled else None
+        optimizer = engine_optimizer or self.optimizer
+        rates: dict[str, float] = {}
+        for group in getattr(optimizer, "param_groups", []):
+            if "name" in group:
+                rates[f"lr_{group['name']}"] = float(group["lr"])
+        return rates
+
+    def get_train_dataloader(self):
+        """A stream that splits itself across ranks and workers gets its own loader (accelerate would make every
+        rank read every sample); everything else goes through Trainer's."""
+        dataset = self.train_dataset
+        if not getattr(dataset, "shards_itself", False):
+            return super().get_train_dataloader()
+        return dataset.loader(self.data_collator, batch_size=self._train_batch_size,
+                              num_workers=self.args.dataloader_num_workers, rank=self.args.process_index,
+                              world_size=self.args.world_size)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler_fn is not None:
@@ -104,6 +139,8 @@ class VistuneTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs or "learning_rate" in logs:
+            logs = {**logs, **self.step_rates}
         super().log(self.supervision.fix_logs(logs, self.state.global_step), start_time)
 
     # ---- loss -----------------------------------------------------------------------------------------
@@ -115,9 +152,13 @@ class VistuneTrainer(Trainer):
         if inputs.get("pixel_values") is None:
             inputs.pop("pixel_values", None)
             inputs = self._text_only_inputs(inputs)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss, outputs = self.loss_and_outputs(model, inputs, num_items_in_batch)
         self._check_finite(loss, [str(i) for i in ids])
         return (loss, outputs) if return_outputs else loss
+
+    def loss_and_outputs(self, model, inputs: dict, num_items_in_batch=None):
+        """(loss, model outputs or None) of the wrapped trainer: the one seam a stage with its own loss overrides."""
+        return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
 
     def _empty_batch_loss(self, model, inputs: dict, return_outputs: bool):
         """Every sample of the batch was skipped (e.g. all images failed): a one-token forward through every
@@ -138,7 +179,13 @@ class VistuneTrainer(Trainer):
         llava = llava_of(self.model)
         cfg = llava.config
         ids = inputs["input_ids"]
-        n = int(cfg.image_seq_length)
+        image_inputs = None
+        if cfg.model_type == "llava":
+            n = int(cfg.image_seq_length)
+        else:  # AnyRes: a placeholder image through the arch's own image processor, with its own token count
+            from vistune.data_prep.image_inputs import placeholder_image
+
+            image_inputs, n = placeholder_image(self.run_files["processor"])
         pad = cfg.text_config.pad_token_id if cfg.text_config.pad_token_id is not None else 0
         extra = torch.full((ids.shape[0], n), pad, dtype=ids.dtype, device=ids.device)
         extra[0] = cfg.image_token_id
@@ -153,10 +200,17 @@ class VistuneTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is not None:
             out["labels"] = torch.cat([labels, torch.full_like(extra, -100, dtype=labels.dtype)], dim=1)
+        scored = inputs.get("completion_mask")  # preference batches: the dummy image's tokens are never scored
+        if scored is not None:
+            out["completion_mask"] = torch.cat([scored, torch.zeros_like(extra, dtype=scored.dtype)], dim=1)
         vcfg = cfg.vision_config
         tower = llava.model.vision_tower
         dtype = next(tower.parameters()).dtype
         dtype = dtype if dtype.is_floating_point else llava.model.multi_modal_projector.linear_1.weight.dtype
+        if image_inputs is not None:
+            out.update({k: v.to(ids.device) for k, v in image_inputs.items()})
+            out["pixel_values"] = out["pixel_values"].to(dtype)
+            return out
         out["pixel_values"] = torch.zeros(1, int(getattr(vcfg, "num_channels", 3)), int(vcfg.image_size),
                                           int(vcfg.image_size), dtype=dtype, device=ids.device)
         return out

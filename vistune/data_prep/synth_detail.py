@@ -1,0 +1,76 @@
+"""A synthetic task that needs image detail: one small shape somewhere in a wide image (`vistune data synth --task
+detail`).
+
+The default canvas is 3 tower inputs wide (96 x 32 for the tiny 32 px tower). Padded to a square and resized
+(LLaVA-1.5) the shape shrinks to a few pixels and its kind is lost; tiled into tower-sized crops (LLaVA-NeXT AnyRes)
+it stays at full resolution. Same files and question types as the shapes set, so `eval --benchmark shapes` scores it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from vistune.data_prep.synth import COLOURS, SHAPES, SHORT, _llava
+
+DETAIL_QUESTIONS = {
+    "shape": ("What shape is in the image?", "What shape is shown?", "Which shape do you see?"),
+    "colour": ("What color is the shape?", "What is the color of the shape?"),
+}
+
+
+def draw_small_shape(colour: str, shape: str, width: int, height: int, radius: float,
+                     rng: random.Random) -> Image.Image:
+    """A white canvas with one shape of `radius` pixels at a random place (wholly inside)."""
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+    box = (cx - radius, cy - radius, cx + radius, cy + radius)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
+    return img
+
+
+def synthesize_detail(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_heldout: int | None = None,
+                      width: int = 96, height: int = 32, radius: float = 5.0) -> dict[str, Path]:
+    """Writes images/, align.json, instruct.json, heldout.json under out_dir; returns their paths."""
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    n_heldout = n_heldout if n_heldout is not None else max(40, n // 10)
+    align, instruct, heldout = [], [], []
+
+    def scene(name: str) -> tuple[str, str, str]:
+        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+        rel = f"images/{name}.png"
+        draw_small_shape(colour, shape, width, height, radius, rng).save(out / rel, compress_level=1)
+        return colour, shape, rel
+
+    for i in range(n):
+        colour, shape, image = scene(f"train_{i:06d}")
+        align.append(_llava(f"align-{i}", image, [("Describe the image briefly.", f"A small {colour} {shape}.")]))
+        kinds = list(DETAIL_QUESTIONS)
+        rng.shuffle(kinds)
+        answers = {"shape": shape, "colour": colour}
+        instruct.append(_llava(f"instruct-{i}", image,
+                               [(rng.choice(DETAIL_QUESTIONS[k]) + SHORT, answers[k]) for k in kinds]))
+    for i in range(n_heldout):
+        colour, shape, image = scene(f"heldout_{i:06d}")
+        kind = ("shape", "colour")[i % 2]
+        answer = {"shape": shape, "colour": colour}[kind]
+        record = _llava(f"heldout-{i}", image, [(rng.choice(DETAIL_QUESTIONS[kind]) + SHORT, answer)])
+        heldout.append({**record, "question_type": kind, "answer": answer})
+    paths = {}
+    for name, data in (("align", align), ("instruct", instruct), ("heldout", heldout)):
+        paths[name] = out / f"{name}.json"
+        paths[name].write_text(json.dumps(data, indent=1), encoding="utf-8")
+    paths["images"] = out / "images"
+    return paths
