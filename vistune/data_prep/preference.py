@@ -25,7 +25,7 @@ from vistune.data_prep.parse import (
     _text,
     build_record,
 )
-from vistune.data_prep.readers import FORMATS, DataFileError, iter_raw
+from vistune.data_prep.readers import checked_source, iter_raw
 from vistune.data_prep.records import Record, RecordError
 from vistune.data_prep.skips import SkipLog
 from vistune.data_prep.templates import Template
@@ -103,11 +103,7 @@ def _prompt_turns(raw: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
 
 def load_pairs(path: str | Path, *, fmt: str = "auto", skips: SkipLog | None = None) -> list[PreferencePair]:
     """All good pairs of `path`; bad ones go to `skips` (stage "read")."""
-    path = Path(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if not path.exists():
-        raise DataFileError(f"{path}: no such file or directory")
+    path = checked_source(path, fmt)
     skips = skips if skips is not None else SkipLog()
     pairs, seen = [], set()
     for index, raw, implicit, error in iter_raw(path, fmt):

@@ -24,14 +24,20 @@ class DataFileError(RuntimeError):
     """A whole data file or directory cannot be read."""
 
 
-def load_records(path: str | Path, *, fmt: str = "auto", skips: SkipLog | None = None,
-                 dedupe_ids: bool = True) -> list[Record]:
-    """All good records of `path`; bad ones go to `skips` (stage "read")."""
+def checked_source(path: str | Path, fmt: str) -> Path:
+    """`path` as a Path, once its format name is known and it exists (a one-line error otherwise)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}")
     if not path.exists():
         raise DataFileError(f"{path}: no such file or directory")
+    return path
+
+
+def load_records(path: str | Path, *, fmt: str = "auto", skips: SkipLog | None = None,
+                 dedupe_ids: bool = True) -> list[Record]:
+    """All good records of `path`; bad ones go to `skips` (stage "read")."""
+    path = checked_source(path, fmt)
     skips = skips if skips is not None else SkipLog()
     records, seen = [], set()
     for index, raw, implicit, error in iter_raw(path, fmt):

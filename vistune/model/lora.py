@@ -50,12 +50,17 @@ def llm_linear_names(model: torch.nn.Module) -> list[str]:
 
 def lora_target_regex(model: torch.nn.Module, target_modules: list[str] | None = None) -> str:
     """A PEFT target regex that matches the chosen leaf names inside the language model only."""
-    available = llm_linear_names(model)
+    chosen = _chosen_targets(llm_linear_names(model), target_modules, "LoRA target modules", "the LLM")
+    return rf"{re.escape(_LLM_PREFIX)}.*\.({'|'.join(map(re.escape, chosen))})"
+
+
+def _chosen_targets(available: list[str], target_modules: list[str] | None, what: str, where: str) -> list[str]:
+    """`target_modules` (default: every available leaf name), refusing names that are not linear layers there."""
     chosen = target_modules or available
     unknown = sorted(set(chosen) - set(available))
     if unknown:
-        raise ValueError(f"LoRA target modules {unknown} are not linear layers of the LLM (have {available})")
-    return rf"{re.escape(_LLM_PREFIX)}.*\.({'|'.join(map(re.escape, chosen))})"
+        raise ValueError(f"{what} {unknown} are not linear layers of {where} (have {available})")
+    return chosen
 
 
 def vision_linear_names(model: torch.nn.Module) -> list[str]:
@@ -69,11 +74,7 @@ def vision_linear_names(model: torch.nn.Module) -> list[str]:
 
 def vision_target_regex(model: torch.nn.Module, target_modules: list[str] | None = None) -> str:
     """A PEFT target regex matching the chosen leaf names inside the vision tower's encoder layers only."""
-    available = vision_linear_names(model)
-    chosen = target_modules or available
-    unknown = sorted(set(chosen) - set(available))
-    if unknown:
-        raise ValueError(f"vision LoRA target modules {unknown} are not linear layers of the tower (have {available})")
+    chosen = _chosen_targets(vision_linear_names(model), target_modules, "vision LoRA target modules", "the tower")
     return rf"{_VISION_LAYERS.pattern}.*({'|'.join(map(re.escape, chosen))})"
 
 
