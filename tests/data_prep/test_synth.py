@@ -35,3 +35,30 @@ def test_answers_match_the_pixels(tmp_path):
             assert COLOURS[h["answer"]] in colours
         if h["question_type"] == "shape":
             assert h["answer"] in SHAPES
+
+
+def test_detail_shape_lies_in_one_tower_cell_with_equal_area(tmp_path):
+    """The detail task's premise: one AnyRes crop (a tower-sized cell) holds the whole shape, the three kinds have
+    the same amount of ink (so a downscaled blob's size does not tell them apart), and each answer is in the image."""
+    import random
+
+    import numpy as np
+
+    from vistune.data_prep.synth_detail import draw_small_shape, synthesize_detail
+
+    areas = {}
+    for shape in SHAPES:
+        for seed in range(20):
+            ink = np.argwhere(np.asarray(draw_small_shape("red", shape, 96, 32, 5.0, random.Random(seed))).min(2) < 250)
+            assert len({int(x) // 32 for x in ink[:, 1]}) == 1  # one cell of the three
+            areas.setdefault(shape, []).append(len(ink))
+    means = [np.mean(a) for a in areas.values()]
+    assert max(means) / min(means) < 1.1, areas  # equal area (pixel rounding aside)
+    paths = synthesize_detail(tmp_path, n=10, n_heldout=12, seed=0)
+    heldout = json.loads(paths["heldout"].read_text())
+    assert len(heldout) == 12 and {h["question_type"] for h in heldout} == {"shape", "colour"}
+    for h in heldout:
+        img = load_image(h["image"], tmp_path)
+        assert img.size == (96, 32)
+        if h["question_type"] == "colour":
+            assert COLOURS[h["answer"]] in {c for _, c in img.getcolors(1 << 16)}

@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("--out", required=True)
     y.add_argument("--n", type=int, default=1000, help="training images")
     y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--heldout", type=int, default=None, metavar="N",
+                   help="held-out questions (default: max(40, n / 10))")
     y.add_argument("--image-size", type=int, default=64, help="shapes: the square canvas side")
     y.add_argument("--task", default="shapes", choices=("shapes", "detail"),
                    help="detail: one small shape in a wide image (needs AnyRes tiling to be seen)")
@@ -135,9 +137,10 @@ def _synth(args) -> int:
     if args.task == "detail":
         from vistune.data_prep.synth_detail import synthesize_detail
 
-        paths = synthesize_detail(args.out, n=args.n, seed=args.seed, width=args.width, height=args.height)
+        paths = synthesize_detail(args.out, n=args.n, seed=args.seed, n_heldout=args.heldout, width=args.width,
+                                  height=args.height)
     else:
-        paths = synthesize(args.out, n=args.n, seed=args.seed, image_size=args.image_size)
+        paths = synthesize(args.out, n=args.n, seed=args.seed, n_heldout=args.heldout, image_size=args.image_size)
     if args.prefer:
         from vistune.data_prep.synth import synthesize_preferences
 
