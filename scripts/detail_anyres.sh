@@ -2,7 +2,7 @@
 # The AnyRes detail experiment (docs/anyres.md): the same tiny parts, data and steps trained as arch llava (one
 # padded square) and as arch llava_next (tower-sized crops + base), then scored on held-out shape / colour questions.
 # Usage: scripts/detail_anyres.sh [OUT=runs/detail] [extra key=value overrides for both stages]
-# env: N (training images, 1000), HELDOUT (held-out questions, 200), SEED (data and training, 0),
+# env: N (training images, 2000), HELDOUT (held-out questions, 200), SEED (data and training, 0),
 #      ARCHS ("llava llava_next"), SEQUENTIAL=1 (one arm after the other; default: both at once, one torch thread
 #      each), VISTUNE, PYTHON
 set -euo pipefail
@@ -12,7 +12,7 @@ VISTUNE=${VISTUNE:-vistune}
 PYTHON=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # the tiny models gain nothing from more threads; a loaded CPU loses ~10x
 
-[[ -f "$OUT/data/heldout.json" ]] || $VISTUNE data synth --task detail --out "$OUT/data" --n "${N:-1000}" \
+[[ -f "$OUT/data/heldout.json" ]] || $VISTUNE data synth --task detail --out "$OUT/data" --n "${N:-2000}" \
   --heldout "${HELDOUT:-200}" --seed "${SEED:-0}"
 # pretrained tiny CLIP + Llama, shared by both arms; stops if the tower cannot tell the shapes apart in a crop
 [[ -f "$OUT/parts/llm/config.json" ]] || $PYTHON scripts/detail_parts.py "$OUT/data" "$OUT/parts"

@@ -93,7 +93,7 @@ def probe(vision_dir: Path, images: dict[str, list[Image.Image]], captions: list
     return result
 
 
-def main(data_dir: str, out_dir: str, clip_steps: int = 1500, llm_steps: int = 200) -> None:
+def main(data_dir: str, out_dir: str, clip_steps: int = 3000, llm_steps: int = 200) -> None:
     data, out = Path(data_dir), Path(out_dir)
     size = TinySpec().image_size
     mean_colour = tuple(int(x * 255) for x in tiny_image_processor(TinySpec()).image_mean)
