@@ -37,5 +37,6 @@ for arch in ${ARCHS:-llava llava_next}; do
   if [[ -n "${SEQUENTIAL:-}" ]]; then arm "$arch" "$@"; else arm "$arch" "$@" & pids+=($!); fi
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
-[[ -f "$OUT/llava/eval/metrics.json" && -f "$OUT/llava_next/eval/metrics.json" ]] && \
-  $VISTUNE eval compare "$OUT/llava/eval" "$OUT/llava_next/eval"
+if [[ -f "$OUT/llava/eval/metrics.json" && -f "$OUT/llava_next/eval/metrics.json" ]]; then
+  $VISTUNE eval compare "$OUT/llava/eval" "$OUT/llava_next/eval"  # per question type: shape, colour
+fi
