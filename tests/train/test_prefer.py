@@ -208,10 +208,12 @@ def _losses(out: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_two_zero2_processes_log_the_one_process_losses(shapes, pairs, instruct_run, tmp_path):
+@pytest.mark.parametrize("loss", ["sigmoid", "orpo"])  # DPOTrainer's forward, and vistune's reference-free one
+def test_two_zero2_processes_log_the_one_process_losses(loss, shapes, pairs, instruct_run, tmp_path):
     from tests.train.in_order import use_file_order
 
-    run = {"optim.max_steps": 3, "save_steps": 0, "data.group_by_length": "false", "preference.start": instruct_run}
+    run = {"optim.max_steps": 3, "save_steps": 0, "data.group_by_length": "false", "preference.start": instruct_run,
+           "preference.loss": loss, "preference.sft_weight": 0}
     single = tmp_path / "single"
     with pytest.MonkeyPatch.context() as patch:
         use_file_order(patch)
