@@ -163,8 +163,10 @@ def write_report(summary: dict, out_dir: Path, plots: list[Path]) -> Path:
         "",
         f"Preset `{summary['preset']}`{' (fast run)' if summary.get('fast') else ''}: a tiny CLIP pretrained "
         "contrastively and a tiny LLM pretrained on the synthetic shapes text, composed into a "
-        "`LlavaForConditionalGeneration`, aligned (stage 1, projector only) and instruction-tuned "
-        "(stage 2, LoRA + projector), then evaluated on held-out questions after each stage.",
+        "`LlavaForConditionalGeneration`, aligned (stage 1, projector only), instruction-tuned "
+        "(stage 2, LoRA + projector)"
+        + (" and preference-tuned (stage 3, prefer: DPO on synthetic pairs, LoRA)" if "preference" in summary else "")
+        + "; held-out questions are asked after each stage.",
         "",
         "```",
         closing_table(summary),
