@@ -42,6 +42,6 @@ def test_every_single_shape_conversation_asks_where(tmp_path):
     align = json.loads(synthesize(tmp_path, n=80, seed=3)["align"].read_text())
     instruct = {r["id"]: r for r in json.loads((tmp_path / "instruct.json").read_text())}
     for a in align:
-        single = not a["conversations"][-1]["value"].split()[0] in ("Two", "Three")
+        single = a["conversations"][-1]["value"].split()[0] not in ("Two", "Three")
         questions = [t["value"] for t in instruct[a["id"].replace("align", "instruct")]["conversations"][::2]]
         assert any(q.lstrip("<image>\n").startswith("Where") for q in questions) == single
