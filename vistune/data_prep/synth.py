@@ -78,6 +78,17 @@ def draw_scene(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     return img
 
 
+def _asked(rng: random.Random, scene: Scene) -> list[str]:
+    """Question types for one training conversation, in random order: two or more of the scene's types, and always
+    "position" when the scene has one (only single shapes do, so it would otherwise be the rarest answer)."""
+    kinds = scene.question_types()
+    rng.shuffle(kinds)
+    asked = kinds[: rng.randint(2, len(kinds))]
+    if "position" in kinds and "position" not in asked:
+        asked[rng.randrange(len(asked))] = "position"
+    return asked
+
+
 def question(rng: random.Random, scene: Scene, question_type: str) -> str:
     noun = "shape" if scene.count == 1 else "shapes"
     return rng.choice(QUESTIONS[question_type]).format(noun=noun) + SHORT
@@ -94,9 +105,7 @@ def synthesize(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_heldout: 
     for i in range(n):
         scene, image = _write_image(out, f"train_{i:06d}", scene=random_scene(rng), size=image_size, rng=rng)
         align.append(_llava(f"align-{i}", image, [("Describe the image briefly.", scene.caption())]))
-        kinds = scene.question_types()
-        rng.shuffle(kinds)
-        qa = [(question(rng, scene, k), scene.answer(k)) for k in kinds[: rng.randint(2, len(kinds))]]
+        qa = [(question(rng, scene, k), scene.answer(k)) for k in _asked(rng, scene)]
         instruct.append(_llava(f"instruct-{i}", image, qa))
         if rng.random() < text_only_fraction:
             q, a = rng.choice(_TEXT_ONLY)
