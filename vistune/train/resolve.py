@@ -107,9 +107,7 @@ def checkpointing_estimate(config: RunConfig, model, dataset, budget_bytes: floa
 
     llava = llava_of(model)
     arch = llava_arch_from_config(llava.config)
-    work = Workload(stage=config.stage, method=config.method, lora_r=config.lora.r,
-                    lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-                    train_vision=config.trains_vision)
+    work = Workload.of_run(config, gradient_checkpointing=True)
     engine = Engine(**deepspeed_settings(config.deepspeed), world_size=int(os.environ.get("WORLD_SIZE", 1)),
                     dtype_bytes=torch_dtype(config.model.dtype).itemsize,
                     attention="eager" if config.model.attn_implementation == "eager" else "sdpa",
