@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from vistune.bench.data import env_for, peak_rss, python, write_llava_like
+from vistune.bench.data import env_for, memory, peak_rss, python, write_llava_like
 
 TOWER = "from vistune.model.tiny import TinySpec, ensure_tiny_parts; " \
         "V, L = ensure_tiny_parts(TinySpec(image_size=96, patch_size=4, max_positions=2048)); "
@@ -148,24 +148,24 @@ def main() -> int:
 
 
 def shared_ranks(results: dict, data: Path, env: dict, n: int) -> None:
-    """n data-only ranks at once over the same cache: peak RSS and USS (private memory) of each."""
+    """n data-only ranks at once over the same cache: peak RSS, USS and anonymous memory of each (MiB; `anon` is
+    what a process adds, see vistune.bench.data.memory)."""
     import subprocess
-
-    import psutil
 
     procs = [subprocess.Popen(python(RANK, str(data), str(data.parent)), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) for _ in range(n)]
-    peaks = [dict(rss=0, uss=0) for _ in procs]
+    peaks = [dict(rss=0.0, uss=0.0, anon=0.0) for _ in procs]
     while any(pr.poll() is None for pr in procs):
         for pk, pr in zip(peaks, procs):
             try:
-                m = psutil.Process(pr.pid).memory_full_info()
-                pk["rss"], pk["uss"] = max(pk["rss"], m.rss >> 20), max(pk["uss"], m.uss >> 20)
-            except psutil.Error:
-                pass
+                m = memory(pr.pid)
+            except (OSError, KeyError):  # exited
+                continue
+            for key in pk:
+                pk[key] = max(pk[key], m[key])
         time.sleep(0.2)
-    results["shared_ranks"] = peaks
-    print("shared_ranks:", peaks, flush=True)
+    results["shared_ranks"] = [{k: round(v) for k, v in pk.items()} for pk in peaks]
+    print("shared_ranks:", results["shared_ranks"], flush=True)
 
 
 if __name__ == "__main__":

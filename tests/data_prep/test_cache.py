@@ -44,7 +44,7 @@ def test_cache_items_and_skips_equal_the_in_memory_path(tmp_path, image_root, ti
                                    **settings)
     cached = CachedDataset(path, tiny_processor, template, skips=cache_skips, cache_dir=tmp_path / "c",
                            workers=workers, **settings)
-    assert cached.ids == memory.ids and cached.lengths == memory.lengths and len(cached) == len(memory) == 21
+    assert cached.ids == memory.ids and cached.lengths.tolist() == memory.lengths and len(cached) == len(memory) == 21
     for i in range(len(memory)):
         a, b = memory[i], cached[i]
         if a is None:
@@ -82,7 +82,7 @@ def test_llava_next_cache_expands_each_image_to_its_own_count_as_the_in_memory_p
                                    skips=mem_skips, **settings)
     cached = CachedDataset(path, tiny_next_processor, template, skips=cache_skips, cache_dir=tmp_path / "c",
                            workers=2, **settings)
-    assert cached.ids == memory.ids and cached.lengths == memory.lengths and len(cached) == len(memory) == 10  # gone: its size is unreadable
+    assert cached.ids == memory.ids and cached.lengths.tolist() == memory.lengths and len(cached) == len(memory) == 10  # gone: its size is unreadable
     image_id = tiny_next_processor.tokenizer.convert_tokens_to_ids("<image>")
     counts = set()
     for i in range(len(memory)):

@@ -96,6 +96,19 @@ def test_sampler_groups_modalities_and_is_deterministic():
         assert [abs(lengths[i]) for i in chunk] == sorted((abs(lengths[i]) for i in chunk), reverse=True)
 
 
+
+def test_sampler_order_is_pinned_for_lists_and_arrays():
+    """The order of the list-based sampler it replaced (a resumed run must see the same order), ties included; the
+    cache hands it a numpy array of lengths."""
+    import numpy as np
+
+    lengths = [10, -5, 30, -7, 20, 40, -9, 15, 25, -3, 35, 12, 30, -5, 30]
+    for given in (lengths, np.array(lengths)):
+        sampler = LengthGroupedSampler(given, batch_size=2, world_size=2, seed=3)
+        assert list(sampler) == sampler.indices() == [5, 10, 12, 4, 6, 3, 13, 9, 2, 8, 7, 0, 14, 11, 1]
+        sampler.set_epoch(1)
+        assert list(sampler) == [5, 12, 7, 0, 6, 3, 13, 1, 10, 2, 14, 8, 4, 11, 9]
+
 @pytest.mark.parametrize("kind", LOADERS)
 def test_skips_from_dataloader_workers_reach_the_streamed_file(tmp_path, image_root, tiny_processor, kind):
     from torch.utils.data import DataLoader

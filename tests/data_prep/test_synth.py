@@ -37,6 +37,16 @@ def test_answers_match_the_pixels(tmp_path):
             assert h["answer"] in SHAPES
 
 
+def test_every_single_shape_conversation_asks_where(tmp_path):
+    """Position is asked of single shapes only; each of their conversations asks it, so it is not the rarest answer."""
+    align = json.loads(synthesize(tmp_path, n=80, seed=3)["align"].read_text())
+    instruct = {r["id"]: r for r in json.loads((tmp_path / "instruct.json").read_text())}
+    for a in align:
+        single = a["conversations"][-1]["value"].split()[0] not in ("Two", "Three")
+        questions = [t["value"] for t in instruct[a["id"].replace("align", "instruct")]["conversations"][::2]]
+        assert any(q.lstrip("<image>\n").startswith("Where") for q in questions) == single
+
+
 def test_detail_shape_lies_in_one_tower_cell_with_equal_area(tmp_path):
     """The detail task's premise: one AnyRes crop (a tower-sized cell) holds the whole shape, the three kinds have
     the same amount of ink (so a downscaled blob's size does not tell them apart), and each answer is in the image."""

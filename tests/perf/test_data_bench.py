@@ -20,3 +20,28 @@ def test_the_synthetic_file_is_llava_665k_shaped(tmp_path):
     assert len({r["image"] for r in records if "image" in r}) <= 50
     chars = sum(len(c["value"]) for r in records for c in r["conversations"]) / len(records)
     assert 700 < chars < 1400  # mix665k: ~1,050 characters of conversation per record
+
+
+def test_memory_counts_what_a_process_adds_not_the_mapped_file_it_reads(tmp_path):
+    """`anon` grows with an array the process allocates, not with the pages of a memory-mapped file it reads (page
+    cache any process mapping the file shares); RSS counts both."""
+    import mmap
+    import os
+
+    import numpy as np
+
+    from vistune.bench.data import memory
+
+    path = tmp_path / "cache.bin"
+    path.write_bytes(os.urandom(64 << 20))
+    start = memory(os.getpid())
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = np.frombuffer(mapped, dtype=np.uint8)
+        total = int(view[::4096].astype(np.int64).sum())  # touches every page
+        mapped_now = memory(os.getpid())
+        del view
+    owned = np.ones(64 << 20, dtype=np.uint8)
+    owned_now = memory(os.getpid())
+    assert total >= 0 and owned.sum() == 64 << 20
+    assert mapped_now["rss"] - start["rss"] > 48 and mapped_now["anon"] - start["anon"] < 16
+    assert owned_now["anon"] - mapped_now["anon"] > 48

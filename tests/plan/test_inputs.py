@@ -75,3 +75,19 @@ def test_measured_mfu_replaces_the_default():
     given = estimate(base.replace(mfu=default.mfu / 2))
     assert given.hours == pytest.approx(2 * default.hours)
     assert "given" in given.mfu_source
+
+
+def test_reference_free_prefer_losses_plan_no_reference_forward():
+    """orpo / simpo have no reference model: no reference forward in the FLOPs, no frozen copy for full."""
+    from vistune.perf.flops import sample_flops
+
+    def plan(loss: str, method: str = "lora"):
+        config = load_config(ROOT / "configs/llava-1.5-7b/prefer_lora.yaml", [f"preference.loss={loss}",
+                                                                               f"method={method}"])
+        return plan_input_from_config(config, get_gpu("a100-80g"), gpus_per_node=8)
+
+    sigmoid, orpo, simpo = plan("sigmoid"), plan("orpo"), plan("simpo")
+    assert sigmoid.work.reference_model and not orpo.work.reference_model and not simpo.work.reference_model
+    assert sample_flops(orpo.arch, orpo.work, 300).executed < sample_flops(sigmoid.arch, sigmoid.work, 300).executed
+    full = {loss: estimate(plan(loss, "full")).memory.weights for loss in ("sigmoid", "simpo")}
+    assert full["simpo"] < full["sigmoid"]  # no frozen reference copy

@@ -68,7 +68,7 @@ def test_the_cache_gives_the_in_memory_ids_labels_and_skips(zoo, tiny_llava, tmp
 
     logs = {kind: SkipLog() for kind in ("memory", "cache")}
     memory, cache = (_zoo_dataset(kind, zoo, tiny_llava, logs[kind], tmp_path / "cache") for kind in logs)
-    assert memory.ids == cache.ids and memory.lengths == cache.lengths
+    assert memory.ids == cache.ids and memory.lengths == cache.lengths.tolist()
     for i in range(len(memory)):
         a, b = memory[i], cache[i]
         assert (a is None) == (b is None)

@@ -1,6 +1,7 @@
 """Stage prefer on the tiny model: DPO from a stage-2 run (LoRA) and from its export (QLoRA); the reference is the
 start network with the adapter disabled; rewards in log.jsonl; exactly the bad pairs skipped; both export modes
-load in a fresh process with transformers / PEFT alone; two ZeRO-2 processes log the one-process losses."""
+load in a fresh process with transformers / PEFT alone; two ZeRO-2 processes log the one-process losses; the
+reference-free ORPO and SimPO (TRL's experimental trainers) learn the pairs, log the same metrics and export."""
 
 from __future__ import annotations
 
@@ -157,15 +158,62 @@ def test_qlora_prefer_from_an_export_exports_both_modes(shapes, pairs, instruct_
         _export_round_trip(out, mode, batch, expected, tmp_path / mode.replace("+", "-"))
 
 
+@pytest.fixture(scope="module")
+def ranked(shapes, pairs):
+    """The good pairs with one fixed order of the replies (the alphabetically first one is chosen): a preference
+    the tiny LLM can learn from text alone, where the shapes pairs need eyes that a 2-step stage 2 has not got."""
+    rows = json.loads((shapes / pairs["good"]).read_text())
+    for row in rows:
+        row["chosen"], row["rejected"] = sorted((row["chosen"], row["rejected"]))
+    (shapes / "prefer_ranked.json").write_text(json.dumps(rows))
+    return "prefer_ranked.json"
+
+
+@pytest.mark.parametrize("loss", ["orpo", "simpo"])
+def test_reference_free_losses_learn_the_pairs_and_export(loss, shapes, ranked, instruct_run, tmp_path):
+    """16 training pairs, 8 epochs: the loss falls, the preference accuracy on those pairs (TRL's
+    rewards/accuracies: mean token log-prob of chosen > rejected) rises to 1, TRL's rewards / margins reach
+    log.jsonl, and both export modes load without vistune."""
+    out = tmp_path / loss
+    config = load_config(TINY / "prefer_lora.yaml", tiny_overrides(shapes, out, ranked, **{
+        "preference.loss": loss, "preference.beta": 2.0, "preference.sft_weight": 0, "optim.lr": 1e-2,
+        "optim.max_steps": 32, "save_steps": 0, "optim.per_device_batch_size": 4, "preference.start": instruct_run}))
+    result = train(config)
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert result.status == "done" and [e["step"] for e in lines] == list(range(1, 33))
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "nll_loss"):
+        assert all(key in e for e in lines), key
+
+    def epoch(key: str, first: int) -> float:  # 4 steps x 4 pairs = every training pair once
+        return sum(e[key] for e in lines[first:first + 4]) / 4
+
+    assert epoch("loss", 28) < epoch("loss", 0)
+    assert epoch("rewards/accuracies", 0) < 0.75 and epoch("rewards/accuracies", 28) == 1.0
+    assert json.loads((out / "base.json").read_text())["stage"] == "prefer"
+    model, processor, _ = load_trained(out)
+    batch = _batch(config, processor, model)
+    for mode in ("merged", "base+lora"):
+        _export_round_trip(out, mode, batch, _logits(result.model, batch), tmp_path / mode.replace("+", "-"))
+
+
+def test_orpo_refuses_an_sft_weight():
+    from vistune.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ORPO"):
+        load_config(TINY / "prefer_lora.yaml", ["preference.loss=orpo", "preference.sft_weight=1"])
+
+
 def _losses(out: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
 
 
 @pytest.mark.slow
-def test_two_zero2_processes_log_the_one_process_losses(shapes, pairs, instruct_run, tmp_path):
+@pytest.mark.parametrize("loss", ["sigmoid", "orpo"])  # DPOTrainer's forward, and vistune's reference-free one
+def test_two_zero2_processes_log_the_one_process_losses(loss, shapes, pairs, instruct_run, tmp_path):
     from tests.train.in_order import use_file_order
 
-    run = {"optim.max_steps": 3, "save_steps": 0, "data.group_by_length": "false", "preference.start": instruct_run}
+    run = {"optim.max_steps": 3, "save_steps": 0, "data.group_by_length": "false", "preference.start": instruct_run,
+           "preference.loss": loss, "preference.sft_weight": 0}
     single = tmp_path / "single"
     with pytest.MonkeyPatch.context() as patch:
         use_file_order(patch)

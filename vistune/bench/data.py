@@ -58,8 +58,25 @@ def write_llava_like(out_dir: str | Path, n: int = 665_000, n_images: int = 300,
     return path
 
 
+def memory(pid: int) -> dict[str, float]:
+    """MiB a process holds, from /proc/PID/smaps_rollup: `rss` (every page mapped), `uss` (pages no other process
+    maps, file-backed ones included) and `anon` (anonymous pages: heap, Python objects, arrays, copies).
+
+    `anon` is what the process adds to the machine's memory. USS also counts the pages of a memory-mapped file
+    (the tokenised cache, shared libraries) that only this process has touched so far: page cache, shared with
+    every process that maps the file and dropped under pressure, so not memory the process adds."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    return {"rss": fields["Rss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"], "anon": fields["Anonymous"]}
+
+
 def peak_rss(cmd: list[str], env: dict | None = None, interval: float = 0.2) -> dict:
-    """Runs `cmd`; wall seconds, and the peak RSS / USS (MiB) of the process and of its whole tree."""
+    """Runs `cmd`; wall and CPU seconds, and the peak RSS / USS / anonymous memory (MiB, see `memory`) of the
+    process, and the peak RSS of its whole tree."""
     import resource
 
     import psutil
@@ -67,15 +84,15 @@ def peak_rss(cmd: list[str], env: dict | None = None, interval: float = 0.2) -> 
     start, before = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(proc.pid)
-    peak = {"rss": 0.0, "uss": 0.0, "tree_rss": 0.0}
+    peak = {"rss": 0.0, "uss": 0.0, "anon": 0.0, "tree_rss": 0.0}
     while proc.poll() is None:
         try:
-            mine = ps.memory_full_info()
-            tree = mine.rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            peak["rss"] = max(peak["rss"], mine.rss / 2**20)
-            peak["uss"] = max(peak["uss"], mine.uss / 2**20)
-            peak["tree_rss"] = max(peak["tree_rss"], tree / 2**20)
-        except psutil.Error:
+            mine = memory(proc.pid)
+            tree = mine["rss"] + sum(c.memory_info().rss for c in ps.children(recursive=True)) / 2**20
+            for key in ("rss", "uss", "anon"):
+                peak[key] = max(peak[key], mine[key])
+            peak["tree_rss"] = max(peak["tree_rss"], tree)
+        except (OSError, KeyError, psutil.Error):  # the process just exited
             pass
         time.sleep(interval)
     output = proc.stdout.read()

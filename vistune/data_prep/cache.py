@@ -237,12 +237,12 @@ class CachedTable:
                 "turns_kept": batch.column("turns_kept")[j].as_py(), "turns_total": batch.column("turns_total")[j].as_py()}
 
     def column(self, name: str) -> np.ndarray:
-        """A scalar column for every row (lengths, turns) as one numpy array."""
-        return np.concatenate([b.column(name).to_numpy() for b in self.batches]) if self.batches else np.zeros(0)
+        """A scalar column for every row (lengths, turns) as one numpy array (4 bytes a row for int32)."""
+        return np.concatenate([_view(b.column(name)) for b in self.batches]) if self.batches else np.zeros(0)
 
     def num_images(self) -> np.ndarray:
         """Images each row's ids hold (truncation may drop a record's later images)."""
-        return np.concatenate([np.diff(b.column("image_counts").offsets.to_numpy()) for b in self.batches]) \
+        return np.concatenate([np.diff(_offsets(b.column("image_counts"))) for b in self.batches]) \
             if self.batches else np.zeros(0, dtype=np.int32)
 
     def dropped_images(self) -> list[dict]:
@@ -260,9 +260,20 @@ class CachedTable:
 
 
 def _list_row(column, j: int) -> np.ndarray:
-    offsets = column.offsets
-    a, b = offsets[j].as_py(), offsets[j + 1].as_py()
-    return column.values.slice(a, b - a).to_numpy(zero_copy_only=True)
+    offsets = _offsets(column)
+    return _view(column.values)[offsets[j]:offsets[j + 1]]
+
+
+def _view(array) -> np.ndarray:
+    """A primitive Arrow array without nulls as a numpy view of its mapped buffer: zero-copy, and without the
+    pandas import (~30 MB per process) that pyarrow's `to_numpy` makes on its first call."""
+    dtype = np.dtype(str(array.type))
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def _offsets(column) -> np.ndarray:
+    """The len + 1 offsets of a list column into its values, as a numpy view."""
+    return np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column) + 1, offset=column.offset * 4)
 
 
 def expand_row(ids: np.ndarray, runs: np.ndarray, image_counts: np.ndarray, image_id: int) -> tuple:

@@ -7,8 +7,10 @@ exactly as the in-memory dataset does.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vistune import IMAGE_TOKEN
@@ -52,10 +54,12 @@ class CachedDataset(VisualInstructDataset):
     def ids(self) -> list[str]:
         return [i for b in self.table.batches for i in b.column("id").to_pylist()]
 
-    @property
-    def lengths(self) -> list[int]:
-        lengths = self.table.column("length").astype("int64")
-        return [int(n) if k else -int(n) for n, k in zip(lengths, self.table.num_images(), strict=True)]
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """LLaVA modality lengths (+ with images, - text-only) as one int64 array, read once from the mapped
+        columns: 8 bytes a record, where a list of Python ints costs ~40 in every process."""
+        lengths = self.table.column("length").astype(np.int64)
+        return np.where(self.table.num_images() > 0, lengths, -lengths)
 
     def turns(self, i: int) -> tuple[int, int]:
         meta = self.table.meta(i)

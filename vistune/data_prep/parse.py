@@ -88,9 +88,18 @@ def _record_id(raw: dict, index: int) -> str:
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise RecordError("bad_shape", f"{where} is a {type(value).__name__}, not a string", where)
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if not value.isascii() and _has_surrogate(value):
         raise RecordError("bad_text", f"{where} holds bytes that are not valid UTF-8", where)
     return value
+
+
+def _has_surrogate(value: str) -> bool:
+    """A lone surrogate: what surrogateescape made of invalid UTF-8 bytes (strict UTF-8 refuses only those)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _image_list(raw: dict) -> list[str]:

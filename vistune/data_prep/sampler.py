@@ -8,20 +8,24 @@ is; a larger mult (HF's sampler uses 50) also groups lengths across steps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 
 class LengthGroupedSampler(Sampler[int]):
-    """Yields dataset indices; `lengths` are modality lengths (+ image samples, - text-only samples)."""
+    """Yields dataset indices; `lengths` are modality lengths (+ image samples, - text-only samples).
 
-    def __init__(self, lengths: list[int], batch_size: int, world_size: int = 1, seed: int = 0,
+    Lengths and the order are numpy arrays (8 bytes an index): on LLaVA-665k every rank holds ~10 MB here, where
+    Python lists of ints would take ~100 MB per rank while an epoch's order is built."""
+
+    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, world_size: int = 1, seed: int = 0,
                  megabatch_mult: int = 1):
         if batch_size < 1 or world_size < 1 or megabatch_mult < 1:
             raise ValueError("batch_size, world_size and megabatch_mult must be >= 1")
-        self.lengths = list(lengths)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
         self.megabatch = batch_size * world_size * megabatch_mult
         self.seed = seed
         self.epoch = 0
@@ -33,19 +37,27 @@ class LengthGroupedSampler(Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices())
+        order = self.order()
+        for start in range(0, len(order), 4096):  # Python ints a block at a time, never the whole epoch
+            yield from order[start : start + 4096].tolist()
 
     def indices(self) -> list[int]:
+        return self.order().tolist()
+
+    def order(self) -> np.ndarray:
+        """This epoch's indices: per modality, a seeded shuffle cut into megabatches, each sorted longest first
+        (stable); full megabatches in a seeded order, then the two modalities' last partial ones merged."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        groups = [[i for i, n in enumerate(self.lengths) if n > 0], [i for i, n in enumerate(self.lengths) if n <= 0]]
+        size = np.abs(self.lengths)
         full, tails = [], []
-        for group in groups:
-            order = [group[j] for j in torch.randperm(len(group), generator=g).tolist()]
-            chunks = [order[k : k + self.megabatch] for k in range(0, len(order), self.megabatch)]
-            chunks = [sorted(c, key=lambda i: -abs(self.lengths[i])) for c in chunks]
-            if chunks and len(chunks[-1]) < self.megabatch:
-                tails.append(chunks.pop())
-            full.extend(chunks)
-        full = [full[j] for j in torch.randperm(len(full), generator=g).tolist()]
-        tail = sorted((i for c in tails for i in c), key=lambda i: -abs(self.lengths[i]))
-        return [i for chunk in full for i in chunk] + tail
+        for group in (np.flatnonzero(self.lengths > 0), np.flatnonzero(self.lengths <= 0)):
+            shuffled = group[torch.randperm(len(group), generator=g).numpy()]
+            chunk = np.arange(len(shuffled)) // self.megabatch
+            shuffled = shuffled[np.lexsort((-size[shuffled], chunk))]  # longest first inside each megabatch
+            whole = len(shuffled) // self.megabatch * self.megabatch
+            full.append(shuffled[:whole].reshape(-1, self.megabatch))
+            tails.append(shuffled[whole:])
+        megabatches = np.concatenate(full)
+        megabatches = megabatches[torch.randperm(len(megabatches), generator=g).numpy()]
+        tail = np.concatenate(tails)
+        return np.concatenate([megabatches.ravel(), tail[np.argsort(-size[tail], kind="stable")]])

@@ -60,6 +60,14 @@ def random_scene(rng: random.Random) -> Scene:
     return Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), count, rng.sample(list(POSITIONS), count))
 
 
+def scene_for(rng: random.Random, question_type: str) -> Scene:
+    """A random scene that can answer `question_type` (position needs a single shape: keep the first one)."""
+    scene = random_scene(rng)
+    if question_type not in scene.question_types():
+        scene = Scene(scene.colour, scene.shape, 1, scene.positions[:1])
+    return scene
+
+
 def draw_scene(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     img = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(img)
@@ -78,6 +86,17 @@ def draw_scene(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     return img
 
 
+def _asked(rng: random.Random, scene: Scene) -> list[str]:
+    """Question types for one training conversation, in random order: two or more of the scene's types, and always
+    "position" when the scene has one (only single shapes do, so it would otherwise be the rarest answer)."""
+    kinds = scene.question_types()
+    rng.shuffle(kinds)
+    asked = kinds[: rng.randint(2, len(kinds))]
+    if "position" in kinds and "position" not in asked:
+        asked[rng.randrange(len(asked))] = "position"
+    return asked
+
+
 def question(rng: random.Random, scene: Scene, question_type: str) -> str:
     noun = "shape" if scene.count == 1 else "shapes"
     return rng.choice(QUESTIONS[question_type]).format(noun=noun) + SHORT
@@ -94,19 +113,15 @@ def synthesize(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_heldout: 
     for i in range(n):
         scene, image = _write_image(out, f"train_{i:06d}", scene=random_scene(rng), size=image_size, rng=rng)
         align.append(_llava(f"align-{i}", image, [("Describe the image briefly.", scene.caption())]))
-        kinds = scene.question_types()
-        rng.shuffle(kinds)
-        qa = [(question(rng, scene, k), scene.answer(k)) for k in kinds[: rng.randint(2, len(kinds))]]
+        qa = [(question(rng, scene, k), scene.answer(k)) for k in _asked(rng, scene)]
         instruct.append(_llava(f"instruct-{i}", image, qa))
         if rng.random() < text_only_fraction:
             q, a = rng.choice(_TEXT_ONLY)
             instruct.append(_llava(f"text-{i}", None, [(q + SHORT, a)]))
     types = list(QUESTIONS)
     for i in range(n_heldout):
-        scene = random_scene(rng)
         kind = types[i % len(types)]
-        if kind not in scene.question_types():
-            scene = Scene(scene.colour, scene.shape, 1, scene.positions[:1])
+        scene = scene_for(rng, kind)
         scene, image = _write_image(out, f"heldout_{i:06d}", scene=scene, size=image_size, rng=rng)
         record = _llava(f"heldout-{i}", image, [(question(rng, scene, kind), scene.answer(kind))])
         heldout.append({**record, "question_type": kind, "answer": scene.answer(kind)})
@@ -137,10 +152,8 @@ def synthesize_preferences(out_dir: str | Path, n: int = 600, seed: int = 1, *, 
     for split, count in (("prefer", n), ("prefer_heldout", n_heldout)):
         rows = []
         for i in range(count):
-            scene = random_scene(rng)
             kind = types[i % len(types)]
-            if kind not in scene.question_types():
-                scene = Scene(scene.colour, scene.shape, 1, scene.positions[:1])
+            scene = scene_for(rng, kind)
             scene, image = _write_image(out, f"{split}_{i:06d}", scene=scene, size=image_size, rng=rng)
             rows.append({"id": f"{split}-{i}", "image": image,
                          "conversations": [{"from": "human", "value": "<image>\n" + question(rng, scene, kind)}],

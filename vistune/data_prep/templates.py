@@ -7,6 +7,7 @@ template also emits an equivalent Jinja chat template for `processor.apply_chat_
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -58,17 +59,19 @@ class TableTemplate(Template):
 
     def render(self, record: Record, tokenizer=None) -> Rendered:
         fill = _specials(tokenizer)
+        assistant, end_of_turn, after_turn = (_fill(p, fill) for p in (self.assistant, self.end_of_turn,
+                                                                      self.after_turn))
+        prompt_length = self._prompt_length(fill)
         text, spans, ends = self._header(record.system, fill), [], []
         for i, turn in enumerate(record.turns):
             if turn.role == "user":
                 images = self.image * len(record.images) if i == 0 else ""
                 text += _fill(self.user, fill, images=images, text=turn.text)
                 continue
-            start = len(text) + self._prompt_length(fill)
-            text += _fill(self.assistant, fill)
-            text += turn.text + _fill(self.end_of_turn, fill)
+            start = len(text) + prompt_length
+            text += assistant + turn.text + end_of_turn
             spans.append((start, len(text)))
-            text += _fill(self.after_turn, fill)
+            text += after_turn
             ends.append(len(text))
         return Rendered(text, spans, ends)
 
@@ -98,7 +101,19 @@ def _specials(tokenizer) -> dict:
 
 
 def _fill(piece: str, fill: dict, **values: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: {**fill, **values}[m.group(1)], piece)
+    parts = _fields(piece)
+    if len(parts) == 1:
+        return piece
+    out = list(parts)
+    for k in range(1, len(parts), 2):  # odd parts name a field; `values` win over `fill`
+        out[k] = values[parts[k]] if parts[k] in values else fill[parts[k]]
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _fields(piece: str) -> tuple[str, ...]:
+    """A template piece split at its `{name}` fields: (text, name, text, ..., text); parsed once per piece."""
+    return tuple(re.split(r"\{(\w+)\}", piece))
 
 
 # -- Jinja ------------------------------------------------------------------------------------------------

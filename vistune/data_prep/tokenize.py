@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def expand_images(ids: np.ndarray, supervised: np.ndarray, image_id: int,
     return np.repeat(ids, reps), np.repeat(labels, reps)
 
 
-def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
+def _assemble(record: Record, rendered: Rendered, ids: np.ndarray, offsets: np.ndarray, tokenizer,
               counts: list[int], max_length: int) -> TokenizedRecord:
     compact = _compact(record, rendered, ids, offsets, tokenizer, counts, max_length)
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -138,21 +139,19 @@ def _assemble(record: Record, rendered: Rendered, ids: list[int], offsets: list[
                            compact.turns_total)
 
 
-def _compact(record: Record, rendered: Rendered, ids: list[int], offsets: list[tuple[int, int]], tokenizer,
+def _compact(record: Record, rendered: Rendered, ids: np.ndarray, offsets: np.ndarray, tokenizer,
              counts: list[int], max_length: int) -> CompactRecord:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    ids_np = np.asarray(ids, dtype=np.int64)
-    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    is_image = ids_np == image_id
+    is_image = ids == image_id
     found = int(is_image.sum())
     if found != len(record.images):
         raise RecordError("tokenization", f"the rendered text holds {found} image token(s) for "
                           f"{len(record.images)} image(s)")
     if len(counts) != found:
         raise RecordError("tokenization", f"{len(counts)} image token count(s) for {found} image(s)")
-    supervised = _supervised_mask(offs, rendered.spans)
+    supervised = _supervised_mask(offsets, rendered.spans)
     lengths = _token_lengths(is_image, counts)
-    cut, kept = _truncation_point(offs, rendered, lengths, max_length)
+    cut, kept = _truncation_point(offsets, rendered, lengths, max_length)
     if cut == 0:
         images = f"; image tokens: {' + '.join(map(str, counts))}" if counts else ""
         raise RecordError("too_long", f"the image tokens and first exchange need more than {max_length} tokens "
@@ -161,7 +160,7 @@ def _compact(record: Record, rendered: Rendered, ids: list[int], offsets: list[t
     if not sup.any():
         raise RecordError("no_supervised_tokens", "no token is supervised after templating and truncation")
     kept_images = int(is_image[:cut].sum())  # truncation may drop later turns' images with their exchanges
-    return CompactRecord(ids_np[:cut], sup, np.asarray(counts[:kept_images], dtype=np.int64), kept,
+    return CompactRecord(ids[:cut], sup, np.asarray(counts[:kept_images], dtype=np.int64), kept,
                          len(rendered.spans))
 
 
@@ -170,47 +169,70 @@ def encode_prompt(text: str, tokenizer, num_image_tokens: int | Sequence[int]) -
     tokenisation, each image token expanded in place (to one count, or to each image's own)."""
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     (ids, _), = _encode([text], tokenizer)
-    n_images = ids.count(image_id)
+    n_images = int((ids == image_id).sum())
     counts = [num_image_tokens] * n_images if isinstance(num_image_tokens, int) else list(num_image_tokens)
     if len(counts) != n_images:
         raise ValueError(f"the prompt holds {n_images} image token(s) for {len(counts)} image(s)")
-    ids_np = np.asarray(ids, dtype=np.int64)
-    return np.repeat(ids_np, _token_lengths(ids_np == image_id, counts)).tolist()
+    return np.repeat(ids, _token_lengths(ids == image_id, counts)).tolist()
 
 
-def _encode(texts: list[str], tokenizer) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    """(ids, character offsets) per text; no BOS is added where the template wrote it itself.
+def _encode(texts: list[str], tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, character offsets as (n, 2)) per text, int64; no BOS is added where the template wrote it itself.
 
     The text between image tokens is tokenised piece by piece, as LLaVA's `tokenizer_image_token` does: a
-    sentencepiece tokenizer starts each piece afresh (with its dummy-prefix space), so ids match LLaVA's.
+    sentencepiece tokenizer starts each piece afresh (with its dummy-prefix space), so ids match LLaVA's. Every
+    distinct piece of the batch is encoded once (the system prompt before the image is the same in most records),
+    in one tokenizer call per BOS rule, and the texts are put back together in numpy, not token by token.
     """
     bos = getattr(tokenizer, "bos_token", None)
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     split = image_id is not None and image_id != tokenizer.unk_token_id
-    pieces = [_pieces(t) if split else [(0, t)] for t in texts]
-    jobs = [(i, k, chunk, k == 0 and not (bos and texts[i].startswith(bos)))
-            for i, parts in enumerate(pieces) for k, (_, chunk) in enumerate(parts)]
-    encoded: dict[tuple[int, int], tuple[list[int], list[tuple[int, int]]]] = {}
+    keys: dict[tuple[str, bool], int] = {}  # (piece, add special tokens) -> its index among the distinct pieces
+    layout = []  # per text: (piece index, start offset) of each piece; an image token sits between two pieces
+    for text in texts:
+        first_special = not (bos and text.startswith(bos))
+        parts = _pieces(text) if split else [(0, text)]
+        layout.append([(keys.setdefault((chunk, k == 0 and first_special), len(keys)), start)
+                       for k, (start, chunk) in enumerate(parts)])
+    piece_ids: list = [None] * len(keys)
+    piece_offsets: list = [None] * len(keys)
     for add_special in (True, False):
-        group = [j for j in jobs if j[3] == add_special]
+        group = [(n, chunk) for (chunk, special), n in keys.items() if special == add_special]
         if not group:
             continue
-        enc = tokenizer([j[2] for j in group], add_special_tokens=add_special, return_offsets_mapping=True,
+        enc = tokenizer([chunk for _, chunk in group], add_special_tokens=add_special, return_offsets_mapping=True,
                         return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        for n, (i, k, _, _) in enumerate(group):
-            encoded[i, k] = list(enc["input_ids"][n]), [tuple(o) for o in enc["offset_mapping"][n]]
-    out = []
-    for i, parts in enumerate(pieces):
-        ids, offsets = [], []
-        for k, (start, _) in enumerate(parts):
-            if k:
-                ids.append(image_id)
-                offsets.append((start - len(IMAGE_TOKEN), start))
-            piece_ids, piece_offsets = encoded[i, k]
-            ids += piece_ids
-            offsets += [(a + start, b + start) if b > a else (a, b) for a, b in piece_offsets]
-        out.append((ids, offsets))
-    return out
+        for (n, _), ids, offsets in zip(group, enc["input_ids"], enc["offset_mapping"], strict=True):
+            piece_ids[n], piece_offsets[n] = ids, offsets
+    return _join_pieces(layout, piece_ids, piece_offsets, image_id)
+
+
+def _join_pieces(layout, piece_ids, piece_offsets, image_id) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each text's pieces laid end to end with an image token between two, offsets moved to the text's own."""
+    ids, offsets, shifts, sizes, lengths = [], [], [], [], []
+    image_ids = [image_id]
+    for pieces in layout:
+        length = 0
+        for k, (n, start) in enumerate(pieces):
+            if k:  # the image token itself: its characters end where the piece starts
+                ids.append(image_ids)
+                offsets.append([(start - len(IMAGE_TOKEN), start)])
+                shifts.append(0)
+                sizes.append(1)
+            ids.append(piece_ids[n])
+            offsets.append(piece_offsets[n])
+            shifts.append(start)
+            sizes.append(len(piece_ids[n]))
+            length += len(piece_ids[n]) + (1 if k else 0)
+        lengths.append(length)
+    total = sum(lengths)
+    flat_ids = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=total)
+    flat_offsets = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64,
+                               count=2 * total).reshape(-1, 2)
+    shift = np.repeat(np.asarray(shifts, dtype=np.int64), sizes)
+    flat_offsets += (shift * (flat_offsets[:, 1] > flat_offsets[:, 0]))[:, None]  # zero-width tokens (BOS) stay
+    bounds = np.cumsum(lengths)[:-1]
+    return list(zip(np.split(flat_ids, bounds), np.split(flat_offsets, bounds), strict=True))
 
 
 def _pieces(text: str) -> list[tuple[int, str]]:

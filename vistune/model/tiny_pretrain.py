@@ -33,6 +33,7 @@ class PretrainSettings:
     lr: float = 2e-3
     warmup: int = 20  # linear warmup steps, then cosine decay to 10%
     seq_len: int = 64  # LLM: tokens per training row (rows pack several texts)
+    position_std: float = 1.0  # CLIP: init std of the patch position embeddings (see _strong_positions)
     seed: int = 0
 
 
@@ -109,6 +110,7 @@ def pretrain_tiny_clip(
         projection_dim=spec.vision_hidden,
     )
     clip = CLIPModel(config)
+    _strong_positions(clip.vision_model, settings.position_std)
     batch_size = min(settings.batch_size, len(images))
 
     def batches(rng: random.Random) -> dict:
@@ -120,6 +122,18 @@ def pretrain_tiny_clip(
     clip.vision_model.save_pretrained(out)  # a CLIPVisionModel: the standard vision-only checkpoint
     processor.save_pretrained(out)
     return losses
+
+
+def _strong_positions(vision_model, std: float) -> None:
+    """Re-initialises the patch position embeddings at a scale that survives training.
+
+    A real CLIP ViT keeps each patch's place in its features, and LLaVA answers "where?" by reading it there.
+    At the default init (std 0.02) the place is drowned by the patch content and a few hundred contrastive steps
+    do not bring it back: a nearest-centroid probe then reads the shape's position from the shape's own patch
+    26% of the time (5 places), and the LLM never learns "where"; at std 1 it reads 99% (16 px patches).
+    """
+    with torch.no_grad():
+        vision_model.embeddings.position_embedding.weight.normal_(std=std)
 
 
 def pretrain_tiny_llm(

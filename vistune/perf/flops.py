@@ -23,6 +23,18 @@ class Workload:
     lora_targets: tuple[str, ...] | None = None  # decoder linear leaf names; None = all seven
     train_vision: bool = False  # vision tower trained too (LLaVA-1.5: frozen)
     gradient_checkpointing: bool = True  # decoder layers recompute their forward in backward
+    reference_model: bool = True  # prefer: a no-grad reference forward of both rows (sigmoid, ipo; not orpo, simpo)
+
+    @classmethod
+    def of_run(cls, config, gradient_checkpointing: bool | None = None) -> Workload:
+        """The workload of a training recipe (a `vistune.train.config.RunConfig`, read by attribute: perf sits below
+        train); `gradient_checkpointing` None = what the recipe sets (auto counts as off)."""
+        targets = config.lora.target_modules
+        return cls(stage=config.stage, method=config.method, lora_r=config.lora.r,
+                   lora_targets=tuple(targets) if targets else None, train_vision=config.trains_vision,
+                   gradient_checkpointing=(config.optim.gradient_checkpointing is True
+                                           if gradient_checkpointing is None else gradient_checkpointing),
+                   reference_model=config.stage != "prefer" or config.preference.loss in ("sigmoid", "ipo"))
 
     @property
     def llm_trained(self) -> bool:
@@ -115,10 +127,13 @@ def reference_flops(arch: LlavaArch, text_tokens: float, images: int = 1) -> Flo
 
 
 def sample_flops(arch: LlavaArch, work: Workload, text_tokens: float, images: int = 1) -> FlopCount:
-    """FLOPs to train on one sample; a prefer pair is two sequences trained plus two reference forwards."""
+    """FLOPs to train on one sample; a prefer pair is two sequences trained (plus two reference forwards, for the
+    losses that have a reference model)."""
     count = sequence_flops(arch, work, text_tokens, images)
     if work.stage == "prefer":
-        count = (count + reference_flops(arch, text_tokens, images)).scaled(2)
+        if work.reference_model:
+            count = count + reference_flops(arch, text_tokens, images)
+        count = count.scaled(2)
     return count
 
 

@@ -165,7 +165,7 @@ def estimate_memory(arch: LlavaArch, work: Workload, engine: Engine, tokens: int
     weight_b, grad_b, optim_b = (b, b, 12) if deepspeed and b == 2 else (4, 4, 8)
     trainable = n_trainable * weight_b
 
-    if work.stage == "prefer" and work.llm_trained:  # full: TRL's frozen reference copy (partitioned by ZeRO-3)
+    if work.stage == "prefer" and work.llm_trained and work.reference_model:  # full: TRL's frozen reference copy (partitioned by ZeRO-3)
         frozen += (llm.params + vis.params + arch.projector_params) * b / (world if stage == 3 else 1)
     micro_batch *= work.sequences_per_sample  # a pair's chosen and rejected rows go through together
 

@@ -146,8 +146,5 @@ def meter_for(model, config, peak_flops: float | None = None) -> StepMeter:
     from vistune.perf.arch import llava_arch_from_config
 
     llava = llava_of(model)
-    work = Workload(stage=config.stage, method=config.method, lora_r=config.lora.r,
-                    lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-                    train_vision=config.trains_vision,
-                    gradient_checkpointing=config.optim.gradient_checkpointing is True)
+    work = Workload.of_run(config)
     return StepMeter(llava_arch_from_config(llava.config), work, int(llava.config.image_token_id), peak_flops)

@@ -196,9 +196,12 @@ def _notes(inp: PlanInput) -> list[str]:
              f"time at the mean sample ({inp.data.mean_tokens(inp.arch.image_tokens):.0f} tokens, {inp.data.source})"]
     if inp.offload_optimizer or inp.offload_param:
         notes.append("offload: host-side AdamW steps and PCIe transfers are not in the time estimate (slower)")
-    if inp.work.stage == "prefer":
+    if inp.work.stage == "prefer" and inp.work.reference_model:
         notes.append("prefer: each sample is a pair (chosen + rejected rows through the policy, then a no-grad "
                      "reference forward of both: the adapter-free network for LoRA, a frozen copy for full)")
+    elif inp.work.stage == "prefer":
+        notes.append("prefer (orpo / simpo): each sample is a pair (chosen + rejected rows through the policy); "
+                     "no reference model, no reference forward")
     if inp.work.method == "qlora" and inp.work.stage != "align":
         notes.append("QLoRA dequantises each weight per matmul: slower than LoRA, not in the time estimate")
     if inp.zero_stage == 3 and inp.gpu.interconnect == "pcie":
@@ -233,14 +236,7 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
     from vistune.plan.datasets import dataset_stats
 
     dtype = torch_dtype(config.model.dtype)
-    work = Workload(
-        stage=config.stage,
-        method=config.method,
-        lora_r=config.lora.r,
-        lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-        train_vision=config.trains_vision,
-        gradient_checkpointing=config.optim.gradient_checkpointing is True,
-    )
+    work = Workload.of_run(config)
     inp = PlanInput(
         arch=anyres_arch(_arch(config), config),
         work=work,

@@ -61,12 +61,7 @@ def plot_accuracy_by_step(curves: dict[str, list], chance: dict[str, float], out
            title="held-out accuracy while training (dashed: chance)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "accuracy_steps.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out_dir / "accuracy_steps.png")
 
 
 def plot_losses(curves: dict[str, tuple[list[int], list[float]]], out_dir: Path) -> list[Path]:
@@ -84,22 +79,14 @@ def plot_losses(curves: dict[str, tuple[list[int], list[float]]], out_dir: Path)
         ax.plot(steps, losses, lw=1.2)
         ax.set(title=f"{phase}: training loss", xlabel="step", ylabel="loss")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / f"loss_{phase}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"loss_{phase}.png"))
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
         for ax, (phase, (steps, losses)) in zip(axes[0], curves.items()):
             ax.plot(steps, losses, lw=1.2)
             ax.set(title=phase, xlabel="step", ylabel="loss")
             ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / "loss_curves.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / "loss_curves.png"))
     return written
 
 
@@ -122,9 +109,15 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], chance: dict[str, float
     ax.set_xticks(range(len(types)), types)
     ax.set(ylim=(0, 1.05), ylabel="held-out accuracy", title="accuracy per question type (dashed: chance)")
     ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, out_dir / "accuracy.png")
+
+
+def _save(fig, path: Path) -> Path:
+    """Lays out, writes (110 dpi) and closes one figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "accuracy.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -163,8 +156,10 @@ def write_report(summary: dict, out_dir: Path, plots: list[Path]) -> Path:
         "",
         f"Preset `{summary['preset']}`{' (fast run)' if summary.get('fast') else ''}: a tiny CLIP pretrained "
         "contrastively and a tiny LLM pretrained on the synthetic shapes text, composed into a "
-        "`LlavaForConditionalGeneration`, aligned (stage 1, projector only) and instruction-tuned "
-        "(stage 2, LoRA + projector), then evaluated on held-out questions after each stage.",
+        "`LlavaForConditionalGeneration`, aligned (stage 1, projector only), instruction-tuned "
+        "(stage 2, LoRA + projector)"
+        + (" and preference-tuned (stage 3, prefer: DPO on synthetic pairs, LoRA)" if "preference" in summary else "")
+        + "; held-out questions are asked after each stage.",
         "",
         "```",
         closing_table(summary),

@@ -29,15 +29,15 @@ class QuickstartSettings:
     clip_steps: int = 200  # contrastive steps of the tiny CLIP
     llm_steps: int = 150  # next-token steps of the tiny Llama
     align_steps: int = 150  # stage 1 optimizer steps
-    instruct_steps: int = 600  # stage 2 optimizer steps
+    instruct_steps: int = 480  # stage 2 optimizer steps (every type is learned by ~400)
     vision_size: int = 48  # the tiny CLIP's input side (pixels); the synthetic images are 64 px
-    vision_patch: int = 8  # its patch side: (vision_size / vision_patch)^2 image tokens per image
+    vision_patch: int = 16  # its patch side: (48 / 16)^2 = 9 image tokens, one per cell of the synthetic 3 x 3 grid
     llm_vocab: int = 1024  # the tiny Llama's BPE size: whole words keep prompts short, so images weigh more
     threads: int = 1  # torch CPU threads: the tiny models gain nothing from more, and lose ~10x on a loaded machine
     eval_points: int = 10  # held-out evaluations during stage 2 (evenly spaced; the last after its final step)
     prefer: bool = False  # also run stage 3 (prefer: DPO on synthetic preference pairs) after instruct
     prefer_pairs: int = 600  # synthetic preference pairs to train on (held-out pairs: a third of that, >= 40)
-    prefer_steps: int = 120  # stage 3 optimizer steps
+    prefer_steps: int = 240  # stage 3 optimizer steps (16 pairs each: 6.4 epochs of the 600 pairs)
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
@@ -174,7 +174,9 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     if s.preset == "smollm2":
         return out / "parts" / "vision", "smollm2-135m", losses
     instruct = json.loads(Path(data["instruct"]).read_text())
-    texts = captions + [t["value"].replace("<image>", "").strip() for r in instruct for t in r["conversations"]]
+    # Whole conversations, one text each: answers then follow a space, as they follow "ASSISTANT:" in the template
+    # (" 2" and "2" are different tokens; an LLM that never saw " 2" cannot say it).
+    texts = captions + [" ".join(t["value"].replace("<image>", "").strip() for t in r["conversations"]) for r in instruct]
     with timer("pretrain_llm"):
         losses["pretrain_llm"] = pretrain_tiny_llm(
             texts, out / "parts" / "llm", spec=TinySpec(vocab_size=s.llm_vocab),

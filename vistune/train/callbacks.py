@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
 _KEEP = ("loss", "learning_rate", "grad_norm", "epoch", "skipped_steps")  # skipped_steps: vistune.train.supervision
-# the prefer stage's metrics, as TRL names them (implicit rewards = beta * policy / reference log-ratio)
+# the prefer stage's metrics, as TRL names them (implicit rewards = beta * policy / reference log-ratio; for the
+# reference-free ORPO / SimPO beta * mean token log-prob), and the NLL term of ORPO / SimPO's loss
 PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                   "logps/rejected")
+                   "logps/rejected", "nll_loss")
 
 
 class JsonlLogCallback(TrainerCallback):

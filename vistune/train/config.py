@@ -128,8 +128,11 @@ class PreferenceConfig:
 
     start: str = ""  # stage-2 run / checkpoint dir or vistune export to start from; "" = compose from model.*
     loss: str = "sigmoid"  # sigmoid (DPO), ipo, orpo or simpo (see vistune.train.prefer for the TRL class of each)
-    beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight)
-    sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha)
+    beta: float = 0.1  # strength of the preference term (DPO / IPO: KL regularisation; ORPO: odds-ratio weight
+    # lambda; SimPO: reward scale)
+    sft_weight: float = 0.0  # weight of an added NLL term on the chosen reply (0 = none; RPO / CPO alpha); ORPO
+    # always has its own NLL term (weight 1), so orpo needs 0 here
+    simpo_gamma: float = 0.5  # SimPO's target reward margin (TRL's CPOConfig.simpo_gamma); simpo only
 
 
 @dataclass
@@ -167,6 +170,9 @@ class RunConfig:
             self.optim.cross_entropy = "full"
         _choice("optim.cross_entropy", self.optim.cross_entropy, CROSS_ENTROPY)
         _choice("preference.loss", self.preference.loss, PREFERENCE_LOSSES)
+        if self.preference.loss == "orpo" and self.preference.sft_weight != 0:
+            raise ConfigError("preference.sft_weight: ORPO's loss already holds the NLL term on the chosen reply "
+                              "(weight 1); set sft_weight: 0 and weigh the odds-ratio term with preference.beta")
         for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
             _auto_or_bool(self, key)
         if self.optim.checkpoint_layers < 0:

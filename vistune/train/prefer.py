@@ -2,12 +2,14 @@
 
 The losses are TRL's, picked per `preference.loss` (one table, one interface):
 
-| loss    | TRL class                 | TRL setting                                                    |
-|---------|---------------------------|----------------------------------------------------------------|
-| sigmoid | `trl.DPOTrainer`          | `loss_type=["sigmoid"]` (+ `"sft"` weighted by `sft_weight`)   |
-| ipo     | `trl.DPOTrainer`          | `loss_type=["ipo"]` (+ `"sft"`)                                |
-| orpo    | `trl.DPOTrainer`          | not offered: see `UNSUPPORTED`                                 |
-| simpo   | `trl.DPOTrainer`          | not offered: see `UNSUPPORTED`                                 |
+| loss    | TRL class                              | TRL setting                                           |
+|---------|----------------------------------------|-------------------------------------------------------|
+| sigmoid | `trl.DPOTrainer`                       | `loss_type=["sigmoid"]` (+ `"sft"` weighted by `sft_weight`) |
+| ipo     | `trl.DPOTrainer`                       | `loss_type=["ipo"]` (+ `"sft"`)                       |
+| orpo    | `trl.experimental.orpo.ORPOTrainer`    | `beta` (its NLL term is built in)                     |
+| simpo   | `trl.experimental.cpo.CPOTrainer`      | `loss_type="simpo"`, `simpo_gamma`, `cpo_alpha=sft_weight` |
+
+ORPO and SimPO are reference-free; their trainers are fed vistune's image pairs by `vistune.train.reference_free`.
 
 The seam with TRL is its pre-tokenised path: vistune tokenises each pair with the stage-2 template and masking
 (`vistune.data_prep.preference`) and its collator hands TRL `input_ids` / `attention_mask` / `completion_mask` /
@@ -32,22 +34,12 @@ from vistune.train.trainer import VistuneTrainer
 log = logging.getLogger(__name__)
 
 DPO_LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo"}  # preference.loss -> DPOTrainer loss_type
-# TRL 1.16 keeps ORPO and CPO/SimPO in trl.experimental as trainers that tokenise text columns themselves and
-# forward only input_ids / attention_mask (no pixel_values): they cannot take vistune's tokenised image pairs
-# without re-writing their forward, which this stage does not do.
-UNSUPPORTED = {
-    "orpo": "trl.experimental.orpo.ORPOTrainer (TRL 1.16) tokenises text itself and passes no pixel_values",
-    "simpo": "trl.experimental.cpo.CPOTrainer (TRL 1.16) tokenises text itself and passes no pixel_values",
-}
+REFERENCE_FREE = ("orpo", "simpo")  # TRL's experimental ORPO / CPO trainers (vistune.train.reference_free)
 
 
 def check(config: RunConfig) -> None:
     if config.preference.start and config.model.base:
         raise ConfigError("preference.start and model.base both name the start model: give one")
-    loss = config.preference.loss
-    if loss in UNSUPPORTED:
-        raise ConfigError(f"preference.loss {loss!r} is not available for vision models yet: {UNSUPPORTED[loss]}; "
-                          f"use sigmoid or ipo")
 
 
 def start_template(config: RunConfig) -> None:
@@ -90,8 +82,12 @@ def build_model(config: RunConfig):
 
 
 def dpo_arguments(config: RunConfig) -> dict:
-    """The engine's training_arguments as TRL's DPOConfig, with the loss fields of `preference`."""
+    """The engine's training_arguments as the TRL config class of `preference.loss`, with its loss fields."""
     p = config.preference
+    if p.loss in REFERENCE_FREE:
+        from vistune.train import reference_free
+
+        return reference_free.arguments(p.loss, p.beta, p.sft_weight, p.simpo_gamma, config.data.max_length)
     loss_type, weights = [DPO_LOSSES[p.loss]], [1.0]
     if p.sft_weight > 0:
         loss_type.append("sft")
@@ -138,8 +134,8 @@ def build_dataset(config: RunConfig, processor, model, skips):
 
 
 class PreferenceTrainer(VistuneTrainer, DPOTrainer):
-    """VistuneTrainer's machinery over TRL's DPOTrainer; the loss and its metrics (rewards, margins, accuracy)
-    are DPOTrainer's own."""
+    """VistuneTrainer's machinery over TRL's DPOTrainer (sigmoid, ipo); the loss and its metrics (rewards, margins,
+    accuracy) are DPOTrainer's own."""
 
     def loss_and_outputs(self, model, inputs: dict, num_items_in_batch=None):
         return DPOTrainer.compute_loss(self, model, inputs), None  # TRL builds no logits (fused log-probs)
@@ -168,14 +164,23 @@ def pair_sampler_fn(config: RunConfig, dataset):
                                              megabatch_mult=config.data.group_megabatches)
 
 
-def make_trainer(config: RunConfig, **kwargs) -> PreferenceTrainer:
+def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
+    """PreferenceTrainer (DPO losses), or the reference-free trainer of `preference.loss` (no reference model)."""
     from vistune.model import lora_config
 
     model = kwargs.pop("model")
     peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
-    trainer = PreferenceTrainer(model=model, ref_model=None if peft_config else reference_model(config),
-                                processing_class=kwargs["run_files"]["processor"], peft_config=peft_config,
-                                train_sampler_fn=pair_sampler_fn(config, kwargs["train_dataset"]), **kwargs)
+    sampler = pair_sampler_fn(config, kwargs["train_dataset"])
+    processor = kwargs["run_files"]["processor"]
+    if config.preference.loss in REFERENCE_FREE:
+        from vistune.train.reference_free import TRAINERS
+
+        trainer = TRAINERS[config.preference.loss](model=model, processing_class=processor.tokenizer,
+                                                   peft_config=peft_config, train_sampler_fn=sampler, **kwargs)
+    else:
+        trainer = PreferenceTrainer(model=model, ref_model=None if peft_config else reference_model(config),
+                                    processing_class=processor, peft_config=peft_config, train_sampler_fn=sampler,
+                                    **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
         from vistune.model import apply_stage_policy
 

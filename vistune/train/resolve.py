@@ -8,8 +8,10 @@ An explicit true / false always wins. Each decision is printed at start and writ
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vistune.train.config import AUTO, ConfigError, RunConfig
@@ -65,9 +67,9 @@ def memory_budget() -> tuple[float, str]:
     return total / local, "host RAM" + (f" / {local} processes" if local > 1 else "")
 
 
-def worst_batch(lengths: list[int], batch_size: int, packed: bool) -> tuple[int, int]:
+def worst_batch(lengths: Sequence[int], batch_size: int, packed: bool) -> tuple[int, int]:
     """(tokens per row, rows) of the largest micro-batch the data can produce: the longest samples together."""
-    longest = sorted((abs(n) for n in lengths), reverse=True)[:batch_size] or [1]
+    longest = np.sort(np.abs(np.asarray(lengths, dtype=np.int64)))[::-1][:batch_size].tolist() or [1]
     return (sum(longest), 1) if packed else (longest[0], len(longest))
 
 
@@ -105,9 +107,7 @@ def checkpointing_estimate(config: RunConfig, model, dataset, budget_bytes: floa
 
     llava = llava_of(model)
     arch = llava_arch_from_config(llava.config)
-    work = Workload(stage=config.stage, method=config.method, lora_r=config.lora.r,
-                    lora_targets=tuple(config.lora.target_modules) if config.lora.target_modules else None,
-                    train_vision=config.trains_vision)
+    work = Workload.of_run(config, gradient_checkpointing=True)
     engine = Engine(**deepspeed_settings(config.deepspeed), world_size=int(os.environ.get("WORLD_SIZE", 1)),
                     dtype_bytes=torch_dtype(config.model.dtype).itemsize,
                     attention="eager" if config.model.attn_implementation == "eager" else "sdpa",
