@@ -22,26 +22,35 @@ def test_the_synthetic_file_is_llava_665k_shaped(tmp_path):
     assert 700 < chars < 1400  # mix665k: ~1,050 characters of conversation per record
 
 
+_PROBE = """
+import json, mmap, os, sys
+import numpy as np
+from vistune.bench.data import memory
+
+path = sys.argv[1]
+start = memory(os.getpid())
+with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+    view = np.frombuffer(mapped, dtype=np.uint8)
+    assert int(view[::4096].astype(np.int64).sum()) >= 0  # touches every page
+    mapped_now = memory(os.getpid())
+    del view
+owned = np.ones(64 << 20, dtype=np.uint8)
+assert owned.sum() == 64 << 20
+print(json.dumps({"start": start, "mapped": mapped_now, "owned": memory(os.getpid())}))
+"""
+
+
 def test_memory_counts_what_a_process_adds_not_the_mapped_file_it_reads(tmp_path):
     """`anon` grows with an array the process allocates, not with the pages of a memory-mapped file it reads (page
-    cache any process mapping the file shares); RSS counts both."""
-    import mmap
+    cache any process mapping the file shares); RSS counts both. Measured in a fresh process: inside pytest, memory
+    freed by earlier tests may be handed back out without growing the process."""
     import os
-
-    import numpy as np
-
-    from vistune.bench.data import memory
+    import subprocess
+    import sys
 
     path = tmp_path / "cache.bin"
     path.write_bytes(os.urandom(64 << 20))
-    start = memory(os.getpid())
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        view = np.frombuffer(mapped, dtype=np.uint8)
-        total = int(view[::4096].astype(np.int64).sum())  # touches every page
-        mapped_now = memory(os.getpid())
-        del view
-    owned = np.ones(64 << 20, dtype=np.uint8)
-    owned_now = memory(os.getpid())
-    assert total >= 0 and owned.sum() == 64 << 20
-    assert mapped_now["rss"] - start["rss"] > 48 and mapped_now["anon"] - start["anon"] < 16
-    assert owned_now["anon"] - mapped_now["anon"] > 48
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert m["mapped"]["rss"] - m["start"]["rss"] > 48 and m["mapped"]["anon"] - m["start"]["anon"] < 16
+    assert m["owned"]["anon"] - m["mapped"]["anon"] > 48
