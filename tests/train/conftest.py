@@ -39,6 +39,22 @@ def subprocess_env() -> dict:
     return env
 
 
+def assert_export_logits(exported: Path, mode: str, batch: dict, expected, tmp_path: Path, atol: float) -> None:
+    """The export (merged or base+lora), loaded in a fresh process by plain transformers / PEFT (load_exported.py),
+    gives `expected` logits on `batch`."""
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.save(batch, tmp_path / "batch.pt")
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("load_exported.py")), str(exported), mode,
+                           str(tmp_path / "batch.pt"), str(tmp_path / "logits.pt")], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=atol)
+
+
 def tiny_overrides(shapes: Path, out: Path, data: str = "small.json", **extra) -> list[str]:
     items = {"data.path": str(shapes / data), "data.image_root": str(shapes), "output_dir": str(out), **extra}
     return [f"{k}={v}" for k, v in items.items()]

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.train.conftest import TINY, subprocess_env, tiny_overrides
+from tests.train.conftest import TINY, assert_export_logits, tiny_overrides
 from tests.train.helpers import fixed_batch, logits
 from vistune.model import load_trained
 from vistune.train.config import load_config
 from vistune.train.engine import train
-
-HELPER = Path(__file__).with_name("load_exported.py")
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +43,7 @@ def test_export_round_trip_in_a_fresh_process(mode, lora_run, tmp_path):
     readme = (out / "README.md").read_text()
     assert "LlavaForConditionalGeneration.from_pretrained" in readme and "vllm serve" in readme
 
-    torch.save(batch, tmp_path / "batch.pt")
-    proc = subprocess.run([sys.executable, str(HELPER), str(out), mode, str(tmp_path / "batch.pt"),
-                           str(tmp_path / "logits.pt")], env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-4)
+    assert_export_logits(out, mode, batch, expected, tmp_path, atol=1e-4)
 
 
 def test_export_refuses_a_non_empty_target(lora_run, tmp_path):

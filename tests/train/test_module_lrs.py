@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.conftest import REPO, TINY, subprocess_env, tiny_overrides
+from tests.train.conftest import REPO, TINY, assert_export_logits, subprocess_env, tiny_overrides
 from tests.train.helpers import fixed_batch, logits
 from vistune.model import load_trained
 from vistune.train.config import ConfigError, load_config
 from vistune.train.engine import train
 
-HELPER = Path(__file__).with_name("load_exported.py")
 RATES = {"optim.vision_lr": 1e-5, "optim.projector_lr": 2e-5, "optim.llm_lr": 3e-4, "optim.lr": 5e-4,
          "optim.scheduler": "constant", "optim.warmup_ratio": 0, "model.projector": "null", "save_steps": 0,
          "optim.max_steps": 2, "lora.dropout": 0}
@@ -85,12 +83,7 @@ def test_vision_lora_exports_both_ways(mode, vision_lora_run, tmp_path):
     result, batch, out = vision_lora_run
     expected = logits(result.model, batch)
     exported = export(out, tmp_path / "export", mode=mode, dtype="float32")
-    torch.save(batch, tmp_path / "batch.pt")
-    proc = subprocess.run([sys.executable, str(HELPER), str(exported), mode, str(tmp_path / "batch.pt"),
-                           str(tmp_path / "logits.pt")], env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-5)
+    assert_export_logits(exported, mode, batch, expected, tmp_path, atol=1e-5)
 
 
 def test_vision_lora_without_an_llm_adapter_is_a_config_error(shapes, tmp_path):

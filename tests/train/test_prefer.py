@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.data_prep.test_preference import bad_rows
-from tests.train.conftest import REPO, TINY, subprocess_env, tiny_overrides
+from tests.train.conftest import REPO, TINY, assert_export_logits, subprocess_env, tiny_overrides
 from vistune.model import load_trained
 from vistune.train.config import load_config
 from vistune.train.engine import train
 
-HELPER = Path(__file__).with_name("load_exported.py")
 PREFER = {"optim.max_steps": 3, "save_steps": 2, "optim.per_device_batch_size": 4}
 
 
@@ -125,12 +123,7 @@ def _export_round_trip(run: Path, mode: str, batch: dict, expected: torch.Tensor
     out = tmp_path / f"export-{mode.replace('+', '-')}"
     assert main(["export", "--run", str(run), "--out", str(out), "--mode", mode, "--dtype", "float32"]) == 0
     assert (out / "adapter").is_dir() == (mode == "base+lora")
-    torch.save(batch, tmp_path / "batch.pt")
-    proc = subprocess.run([sys.executable, str(HELPER), str(out), mode, str(tmp_path / "batch.pt"),
-                           str(tmp_path / "logits.pt")], env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=1e-4)
+    assert_export_logits(out, mode, batch, expected, tmp_path, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["merged", "base+lora"])

@@ -125,8 +125,13 @@ def synthesize(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_heldout: 
         scene, image = _write_image(out, f"heldout_{i:06d}", scene=scene, size=image_size, rng=rng)
         record = _llava(f"heldout-{i}", image, [(question(rng, scene, kind), scene.answer(kind))])
         heldout.append({**record, "question_type": kind, "answer": scene.answer(kind)})
+    return write_splits(out, {"align": align, "instruct": instruct, "heldout": heldout})
+
+
+def write_splits(out: Path, splits: dict[str, list[dict]]) -> dict[str, Path]:
+    """Writes each split as out/<name>.json; returns their paths and the images/ folder's."""
     paths = {}
-    for name, data in (("align", align), ("instruct", instruct), ("heldout", heldout)):
+    for name, data in splits.items():
         paths[name] = out / f"{name}.json"
         paths[name].write_text(json.dumps(data, indent=1), encoding="utf-8")
     paths["images"] = out / "images"

@@ -11,14 +11,13 @@ while its colour survives the downscale (a control). Same files and question typ
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from vistune.data_prep.synth import COLOURS, SHAPES, SHORT, _llava
+from vistune.data_prep.synth import COLOURS, SHAPES, SHORT, _llava, write_splits
 
 DETAIL_QUESTIONS = {
     "shape": ("What shape is in the image?", "What shape is shown?", "Which shape do you see?"),
@@ -85,9 +84,4 @@ def synthesize_detail(out_dir: str | Path, n: int = 1000, seed: int = 0, *, n_he
         answer = {"shape": shape, "colour": colour}[kind]
         record = _llava(f"heldout-{i}", image, [(rng.choice(DETAIL_QUESTIONS[kind]) + SHORT, answer)])
         heldout.append({**record, "question_type": kind, "answer": answer})
-    paths = {}
-    for name, data in (("align", align), ("instruct", instruct), ("heldout", heldout)):
-        paths[name] = out / f"{name}.json"
-        paths[name].write_text(json.dumps(data, indent=1), encoding="utf-8")
-    paths["images"] = out / "images"
-    return paths
+    return write_splits(out, {"align": align, "instruct": instruct, "heldout": heldout})
