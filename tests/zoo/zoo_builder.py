@@ -156,29 +156,47 @@ def vicuna(out: Path, legacy: bool = False) -> Path:
         "num_attention_heads": HEADS, "num_hidden_layers": LAYERS, "num_key_value_heads": HEADS, "pad_token_id": 0,
         "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "tie_word_embeddings": False,
         "torch_dtype": "float16", "transformers_version": "4.31.0", "use_cache": True, "vocab_size": 400})
-    _json(out / "generation_config.json", {"bos_token_id": 1, "do_sample": True, "eos_token_id": 2, "max_length": 4096,
-                                           "pad_token_id": 0, "temperature": 0.9, "top_p": 0.6})
+    # lmsys/vicuna-7b-v1.5 generation_config.json: sampling flags WITHOUT do_sample (transformers 5 refuses to save
+    # it once changed; LLaVA #1144, LLaMA-Factory #2545)
+    _json(out / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "max_length": 4096, "pad_token_id": 0,
+                                           "temperature": 0.9, "top_p": 0.6, "transformers_version": "4.31.0"})
     _bin_shards(state, out)
     return out
 
 
 def clip(out: Path) -> Path:
-    """openai/clip-vit-large-patch14-336: a full CLIPModel (text + vision), pytorch_model.bin only."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    """openai/clip-vit-large-patch14-336: a full CLIPModel (text + vision), pytorch_model.bin only, in its 2022 file
+    forms: config.json with `text_config_dict` / `vision_config_dict` beside the full sub-configs, and a
+    preprocessor_config.json with integer `size` / `crop_size` and `feature_extractor_type: CLIPFeatureExtractor`
+    (LLaVA-HR / CAVE copy this file's keys in their vision towers; transformers' CLIPConfig still reads *_dict)."""
+    from transformers import CLIPConfig, CLIPModel
 
     out.mkdir(parents=True)
     torch.manual_seed(2)
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "vocab_size": 100, "max_position_embeddings": 77, "projection_dim": 16},
-        vision_config={"hidden_size": V_HIDDEN, "intermediate_size": V_HIDDEN * 4, "num_hidden_layers": V_LAYERS,
-                       "num_attention_heads": V_HEADS, "image_size": IMAGE, "patch_size": PATCH, "projection_dim": 16,
-                       "hidden_act": "quick_gelu"},
-        projection_dim=16,
-    )
-    config.save_pretrained(out)
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "vocab_size": 100, "max_position_embeddings": 77, "projection_dim": 16}
+    vision = {"hidden_size": V_HIDDEN, "intermediate_size": V_HIDDEN * 4, "num_hidden_layers": V_LAYERS,
+              "num_attention_heads": V_HEADS, "image_size": IMAGE, "patch_size": PATCH, "projection_dim": 16,
+              "hidden_act": "quick_gelu"}
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
     torch.save(CLIPModel(config).state_dict(), out / "pytorch_model.bin")
-    CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}).save_pretrained(out)
+    _json(out / "config.json", {
+        "_name_or_path": "openai/clip-vit-large-patch14-336", "architectures": ["CLIPModel"],
+        "initializer_factor": 1.0, "logit_scale_init_value": 2.6592, "model_type": "clip", "projection_dim": 16,
+        "text_config": {**text, "model_type": "clip_text_model", "hidden_act": "quick_gelu", "bos_token_id": 0,
+                        "eos_token_id": 2, "pad_token_id": 1, "layer_norm_eps": 1e-05},
+        "text_config_dict": {k: text[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                                  "num_hidden_layers", "projection_dim")},
+        "torch_dtype": "float32", "transformers_version": None,
+        "vision_config": {**vision, "model_type": "clip_vision_model", "num_channels": 3, "layer_norm_eps": 1e-05},
+        "vision_config_dict": {k: vision[k] for k in ("hidden_size", "image_size", "intermediate_size",
+                                                      "num_attention_heads", "num_hidden_layers", "patch_size",
+                                                      "projection_dim")},
+    })
+    _json(out / "preprocessor_config.json", {
+        "crop_size": IMAGE, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": IMAGE})
     return out
 
 
@@ -199,9 +217,13 @@ def siglip(out: Path) -> Path:
     return out
 
 
-def _fast_tokenizer(specials: list[str], *, bos: str | None, eos: str, pad: str | None, template: str,
-                    add_bos: bool, out: Path, extra_files: bool = False) -> None:
-    """A byte-level BPE tokenizer.json (Llama-3 / Qwen2 style) with the model's special tokens and chat template."""
+def _fast_tokenizer(specials: list[str], first_special: int, *, bos: str | None, eos: str, pad: str | None,
+                    template: str, add_bos: bool, out: Path, clean_up: bool, config: dict) -> None:
+    """A byte-level BPE tokenizer.json (Llama-3 / Qwen2 style) whose special tokens sit at their real ids.
+
+    500 tokens are learned from the corpus; the rest of the real text vocabulary (up to `first_special`) is filled
+    with tokens no merge reaches, so ids, `len(tokenizer)` and the embedding rows are the real ones. `config` holds
+    the real tokenizer_config.json keys written over what transformers saves."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -209,40 +231,70 @@ def _fast_tokenizer(specials: list[str], *, bos: str | None, eos: str, pad: str 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
-        vocab_size=500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
+        vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    vocab.update({f"<|vistune_unreached_{i}|>": i for i in range(len(vocab), first_special)})
+    spec["added_tokens"] = [{"id": first_special + i, "content": text, "single_word": False, "lstrip": False,
+                             "rstrip": False, "normalized": False, "special": True} for i, text in enumerate(specials)]
+    tok = Tokenizer.from_str(json.dumps(spec))
     if add_bos:
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                   model_max_length=8192, clean_up_tokenization_spaces=False)
+                                   model_max_length=8192, clean_up_tokenization_spaces=clean_up)
     fast.chat_template = template
     fast.save_pretrained(out)
-    if extra_files:  # Qwen2 also ships the slow tokenizer's vocab.json / merges.txt
-        tok.model.save(str(out))
+    saved = json.loads((out / "tokenizer_config.json").read_text())
+    _json(out / "tokenizer_config.json", {**saved, **config})
+
+
+# the reserved names Meta-Llama-3 gives the 256 special ids 128000-128255 (tokenizer_config.json added_tokens_decoder)
+LLAMA3_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>"] + [f"<|reserved_special_token_{i}|>" for i in range(4)]
+                   + ["<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"]
+                   + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)])
 
 
 def llama3(out: Path) -> Path:
-    """meta-llama/Meta-Llama-3-8B-Instruct: tokenizer.json only, chat template, 4 safetensors shards."""
+    """meta-llama/Meta-Llama-3-8B-Instruct: tokenizer.json only, 128000 text tokens then 256 specials (bos 128000,
+    eot 128009), clean_up_tokenization_spaces true, vocab 128256, chat template, 4 safetensors shards."""
     out.mkdir(parents=True)
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-    _fast_tokenizer(specials, bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None, template=LLAMA3_TEMPLATE,
-                    add_bos=True, out=out)
-    config, state = _llm_state("llama", 500, seed=4, num_key_value_heads=2, rope_theta=500000.0,
-                               bos_token_id=0, eos_token_id=4)
+    _fast_tokenizer(LLAMA3_SPECIALS, 128000, bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None,
+                    template=LLAMA3_TEMPLATE, add_bos=True, out=out, clean_up=True,
+                    config={"clean_up_tokenization_spaces": True, "model_max_length": 1000000000000000019884624838656,
+                            "tokenizer_class": "PreTrainedTokenizerFast"})
+    config, state = _llm_state("llama", 128256, seed=4, num_key_value_heads=2, rope_theta=500000.0,
+                               bos_token_id=128000, eos_token_id=128009, rms_norm_eps=1e-05)
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(out)
+    _json(out / "generation_config.json", {"bos_token_id": 128000, "eos_token_id": [128001, 128009],
+                                           "transformers_version": "4.40.0.dev0"})
     _safetensors_shards(state, out, 4)
     return out
 
 
 def qwen2(out: Path) -> Path:
-    """Qwen/Qwen2-7B-Instruct: tokenizer.json + vocab.json/merges.txt, ChatML, no BOS, 4 safetensors shards."""
+    """Qwen/Qwen2-7B-Instruct: 151643 text tokens, <|endoftext|> <|im_start|> <|im_end|> at 151643-151645, an
+    embedding of 152064 rows (more than the tokenizer's 151646), ChatML with its default system prompt, no BOS,
+    tokenizer.json + vocab.json/merges.txt, a sampling generation config with repetition_penalty 1.05, 4 shards."""
     out.mkdir(parents=True)
-    _fast_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None, eos="<|im_end|>", pad="<|endoftext|>",
-                    template=QWEN2_TEMPLATE, add_bos=False, out=out, extra_files=True)
-    config, state = _llm_state("qwen2", 500, seed=5, num_key_value_heads=2, bos_token_id=0, eos_token_id=2)
+    _fast_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], 151643, bos=None, eos="<|im_end|>",
+                    pad="<|endoftext|>", template=QWEN2_TEMPLATE, add_bos=False, out=out, clean_up=False,
+                    config={"additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "bos_token": None,
+                            "clean_up_tokenization_spaces": False, "errors": "replace", "model_max_length": 131072,
+                            "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None})
+    spec = json.loads((out / "tokenizer.json").read_text())["model"]  # the slow tokenizer's files too
+    _json(out / "vocab.json", spec["vocab"])
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(
+        m if isinstance(m, str) else " ".join(m) for m in spec["merges"]) + "\n")
+    config, state = _llm_state("qwen2", 152064, seed=5, num_key_value_heads=2, bos_token_id=151643,
+                               eos_token_id=151645, rms_norm_eps=1e-06, rope_theta=1000000.0)
     config.architectures = ["Qwen2ForCausalLM"]
     config.save_pretrained(out)
+    # Qwen2 / Qwen2.5-Instruct generation_config.json (copied byte for byte in a public fixture of real files)
+    _json(out / "generation_config.json", {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+                                           "eos_token_id": [151645, 151643], "repetition_penalty": 1.05,
+                                           "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                                           "transformers_version": "4.37.0"})
     _safetensors_shards(state, out, 4)
     return out
 

@@ -1,8 +1,8 @@
 """Batched generation from a trained LLaVA: prompts rendered by the training template, images by its transform.
 
 Prompts are left-padded so every row's answer starts at the same column; generation stops at the
-template's end-of-turn token (and the answer is cut at its end-of-turn text), greedy unless a temperature
-is given. One image per question, placed as in training (front of the first user turn).
+template's end-of-turn token (and the answer is cut at its end-of-turn text), greedy (no repetition penalty, whatever
+the model's generation config says) unless a temperature is given. One image per question, placed as in training (front of the first user turn).
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class Generator:
     @torch.no_grad()
     def _generate_batch(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> list[str]:
         from vistune.data_prep.image_inputs import collate_images
+        from vistune.model.generation import decoding_settings
 
         per_row = [[img] if img is not None else [] for img in images]
         rows = [self.encode(p, imgs) for p, imgs in zip(prompts, per_row, strict=True)]
@@ -113,15 +114,12 @@ class Generator:
             image_inputs["pixel_values"] = image_inputs["pixel_values"].to(dtype=self.model.dtype)
             inputs.update({k: v.to(device) for k, v in image_inputs.items()})
         s = self.settings
-        sampling = s.temperature > 0
-        if sampling:
+        if s.temperature > 0:
             torch.manual_seed(s.seed)
-        generated = self.model.generate(
+        generated = self.model.generate(  # as asked, never the base's own sampling / repetition penalty
             **inputs,
             max_new_tokens=s.max_new_tokens,
-            do_sample=sampling,
-            temperature=s.temperature if sampling else None,
-            top_p=s.top_p if sampling else None,
+            **decoding_settings(s.temperature, s.top_p),
             eos_token_id=self.stop_ids,
             pad_token_id=pad,
         )

@@ -125,6 +125,7 @@ def load_base(
     from transformers import AutoProcessor, BitsAndBytesConfig, LlavaForConditionalGeneration
 
     from vistune.model.compose import refuse_pickle_only, torch_dtype
+    from vistune.model.generation import repair_generation_config
 
     if adapter not in ADAPTER_MODES:
         raise BaseError(f"model.base_adapter: {adapter!r} is not one of {', '.join(ADAPTER_MODES)}")
@@ -155,6 +156,7 @@ def load_base(
     model = LlavaForConditionalGeneration.from_pretrained(
         base, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True, **extra
     )
+    repair_generation_config(model.generation_config, f"{base}/generation_config.json")
     processor = with_chat_template(AutoProcessor.from_pretrained(base))
     if processor.tokenizer.pad_token is None:
         raise BaseError(f"model.base {base}: its tokenizer has no pad token (set pad_token in tokenizer_config.json)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from vistune import IMAGE_TOKEN
+from vistune.model.generation import repair_generation_config
 from vistune.model.presets import resolve_llm, resolve_vision
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def add_special_tokens(tokenizer, image_token: str = IMAGE_TOKEN) -> list[str]:
 
 
 def resize_embeddings_to_mean(lm, new_size: int) -> None:
-    """Grows the input (and untied output) embeddings; new rows start at the mean of the old rows."""
+    """Grows the input (and untied output) embeddings to `new_size` rows when they have fewer (a checkpoint's spare
+    pad rows are kept, never cut); new rows start at the mean of the old rows."""
     old_size = lm.get_input_embeddings().weight.shape[0]
     if new_size <= old_size:
         return
@@ -211,10 +213,12 @@ def build_llava(
         model.model.image_newline = anyres.new_image_newline(lm.config.hidden_size, dtype, device)
     model.generation_config = lm.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    repair_generation_config(model.generation_config, f"{llm} generation_config.json")
     if load_in_4bit:  # let PEFT / Trainer see the quantised LLM inside
         model.is_loaded_in_4bit = True
         model.hf_quantizer = getattr(lm, "hf_quantizer", None)
-    model.config.text_config.vocab_size = len(tokenizer)
+    # the embedding's rows, which may exceed the tokenizer (Qwen2: 152064 rows, 151646 tokens): exports must agree
+    model.config.text_config.vocab_size = lm.get_input_embeddings().weight.shape[0]
 
     processor = anyres.build_processor(
         arch, image_processor, tokenizer,

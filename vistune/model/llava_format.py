@@ -294,12 +294,15 @@ def import_llava(src: str | Path, out: str | Path, *, vision: str | None = None,
         chat_template=tokenizer.chat_template,
     )
     processor.save_pretrained(str(out))
-    if (src / "generation_config.json").is_file():
-        (out / "generation_config.json").write_text((src / "generation_config.json").read_text())
-    else:  # from the text config's special tokens
-        from transformers import GenerationConfig
+    from transformers import GenerationConfig
 
-        GenerationConfig.from_model_config(text_config).save_pretrained(str(out))
+    from vistune.model.generation import repair_generation_config
+
+    if (src / "generation_config.json").is_file():  # Vicuna's samples without do_sample: repaired, then saved
+        generation = GenerationConfig.from_pretrained(str(src))
+    else:  # from the text config's special tokens
+        generation = GenerationConfig.from_model_config(text_config)
+    repair_generation_config(generation, str(src / "generation_config.json")).save_pretrained(str(out))
     record = {"template": template_of(config), "imported_from": str(src.resolve()),
               "image_aspect_ratio": config.get("image_aspect_ratio", "square"), "lora_base": base}
     (out / "base.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vistune.model.compose import llava_of
+from vistune.model.generation import repair_generation_config
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ def load_trained(path: str | Path, adapter: str | Path | None = None, dtype: str
             f"{path}: holds neither a Llava config.json nor a vistune base.json: not a trained model directory"
         )
 
+    repair_generation_config(llava_of(model).generation_config, f"{path}")
     if adapter_path is not None:
         from peft import PeftModel
 
@@ -219,6 +221,7 @@ def load_start(path: str | Path, dtype: str = "float32", *, load_in_4bit: bool =
                                                           device_map=device_map, **extra)
     if load_in_4bit:
         keep_4bit_training_kernel(model)
+    repair_generation_config(model.generation_config, f"{path}/generation_config.json")
     return model, load_processor(path)
 
 
