@@ -434,6 +434,127 @@ def llava_hf(out: Path, vicuna_dir: Path, clip_dir: Path) -> Path:
     return out
 
 
+LLAVA_NEXT_MISTRAL_TEMPLATE = (  # renders the conversion script's prompt "[INST] <image>\nWhat is shown ...? [/INST]"
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\n' + message['content'][0]['text'] "
+    "+ '\n<</SYS>>\n\n' }}{% elif message['role'] == 'user' %}{{ '[INST] ' }}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{# Render all text next #}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'][0]['text'] + '</s> '}}{% else %}{{ raise_exception('Only user and assistant roles "
+    "are supported!') }}{% endif %}{% endfor %}"
+)
+# transformers' models/llava_onevision/convert_llava_onevision_weights_to_hf.py `chat_template`, verbatim
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}"
+    "{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _grow_to(model, rows: int, seed: int) -> None:
+    """resize_token_embeddings(vocab + added, pad_to_multiple_of=64) as the conversion scripts do (new rows random)."""
+    torch.manual_seed(seed)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    with torch.no_grad():
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+            emb.weight[old:] = emb.weight[:old].mean(0) + 0.02 * torch.randn_like(emb.weight[old:])
+
+
+def llava_next_mistral(out: Path, mistral_dir: Path, clip_dir: Path) -> Path:
+    """llava-hf/llava-v1.6-mistral-7b-hf, as transformers' models/llava_next/convert_llava_next_weights_to_hf.py
+    writes it: Mistral's tokenizer + `<image>` (32000) + `<pad>` (32001), embedding grown to vocab + 2 padded to 64
+    (32064), LlavaNextConfig defaults (feature layer -2, select 'default', gelu projector, image_newline parameter),
+    CLIP's image processor with the 5 published grids (LlavaNextImageProcessor.from_pretrained(CLIP-336): size
+    shortest_edge, crop_size square), 4 safetensors shards (file list in fuliucansheng/unitorch's llava infos)."""
+    from transformers import (
+        AddedToken,
+        AutoConfig,
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
+
+    out.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(mistral_dir)
+    base_vocab = len(tokenizer)
+    tokenizer.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    clip_processor = CLIPImageProcessor.from_pretrained(clip_dir)
+    s = IMAGE
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": s}, crop_size={"height": s, "width": s}, do_center_crop=True,
+        image_mean=list(clip_processor.image_mean), image_std=list(clip_processor.image_std), resample=3,
+        image_grid_pinpoints=[[s, 2 * s], [2 * s, s], [2 * s, 2 * s], [3 * s, s], [s, 3 * s]])
+    config = LlavaNextConfig(text_config=AutoConfig.from_pretrained(mistral_dir).to_dict(),
+                             vision_config=CLIPVisionConfig.from_pretrained(clip_dir).to_dict(),
+                             image_grid_pinpoints=image_processor.image_grid_pinpoints,
+                             use_image_newline_parameter=True, image_token_index=base_vocab,
+                             image_seq_length=(s // PATCH) ** 2)
+    config.pad_token_id = base_vocab + 1
+    torch.manual_seed(12)
+    model = LlavaNextForConditionalGeneration(config)
+    _grow_to(model, (base_vocab + 2 + 63) // 64 * 64, seed=13)
+    model.to(torch.float16).save_pretrained(out, max_shard_size="150KB")
+    LlavaNextProcessor(tokenizer=tokenizer, image_processor=image_processor, patch_size=PATCH,
+                       vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                       chat_template=LLAVA_NEXT_MISTRAL_TEMPLATE).save_pretrained(out)
+    return out
+
+
+def llava_onevision_qwen2(out: Path, qwen2_dir: Path, siglip_dir: Path) -> Path:
+    """llava-hf/llava-onevision-qwen2-7b-ov-hf, as transformers' models/llava_onevision/
+    convert_llava_onevision_weights_to_hf.py writes it: Qwen2's tokenizer + `<image>` (151646) + `<video>` (151647),
+    its 152064 rows grown to vocab + 2 padded to 64 (152128), SigLIP without its last layer and head, LlavaOnevision
+    defaults (feature layer -1, select 'full', anyres_max_9, the 6 x 6 grid), num_image_tokens per crop, the
+    script's chat template. Needs torchvision (transformers builds OneVision's video processor on it)."""
+    from transformers import (
+        AddedToken,
+        AutoConfig,
+        AutoTokenizer,
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+    )
+
+    from vistune.model.anyres import anyres_image_processor
+
+    out.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_dir)
+    tokenizer.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    tokenizer.add_tokens(AddedToken("<video>", special=True, normalized=False), special_tokens=True)
+    vision = SiglipVisionConfig.from_pretrained(siglip_dir).to_dict()
+    vision.update(num_hidden_layers=V_LAYERS - 1, vision_use_head=False)  # "drop the last layer", "no head"
+    text = AutoConfig.from_pretrained(qwen2_dir)
+    s = IMAGE
+    config = LlavaOnevisionConfig(text_config=text.to_dict(), vision_config=vision, use_image_newline_parameter=True,
+                                  image_grid_pinpoints=[[i * s, j * s] for i in range(1, 7) for j in range(1, 7)])
+    torch.manual_seed(14)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    _grow_to(model, (text.vocab_size + 2 + 63) // 64 * 64, seed=15)
+    model.to(torch.float16).save_pretrained(out, max_shard_size="20MB")
+    image_processor = anyres_image_processor("llava_onevision", SiglipImageProcessor.from_pretrained(siglip_dir), s,
+                                             config.image_grid_pinpoints)
+    video_processor = LlavaOnevisionVideoProcessor(size={"height": s, "width": s}, image_mean=[0.5] * 3,
+                                                   image_std=[0.5] * 3)
+    LlavaOnevisionProcessor(tokenizer=tokenizer, image_processor=image_processor, video_processor=video_processor,
+                            num_image_tokens=(s // PATCH) ** 2, vision_feature_select_strategy="full",
+                            chat_template=ONEVISION_TEMPLATE).save_pretrained(out)
+    return out
+
+
 class Zoo:
     """Builds each entry once under `root` (a session-wide temporary directory) and returns its path."""
 
@@ -477,3 +598,20 @@ class Zoo:
 
     def llava_hf(self) -> Path:
         return self._get("llava-1.5-7b-hf", lambda p: llava_hf(p, self.vicuna(), self.clip()))
+
+    def llava_next_mistral(self) -> Path:
+        return self._get("llava-v1.6-mistral-7b-hf", lambda p: llava_next_mistral(p, self.mistral(), self.clip()))
+
+    def llava_onevision_qwen2(self) -> Path:
+        return self._get("llava-onevision-qwen2-7b-ov-hf",
+                         lambda p: llava_onevision_qwen2(p, self.qwen2(), self.siglip()))
+
+    def llava_hf_exports(self) -> dict[str, Path]:
+        """The llava-hf layouts (LLaVA-1.5, LLaVA-NeXT Mistral, and OneVision where torchvision is present), for
+        serving checks (vLLM) to load as they are."""
+        from vistune.model.anyres import _has_torchvision
+
+        entries = {"llava-1.5-7b-hf": self.llava_hf(), "llava-v1.6-mistral-7b-hf": self.llava_next_mistral()}
+        if _has_torchvision():
+            entries["llava-onevision-qwen2-7b-ov-hf"] = self.llava_onevision_qwen2()
+        return entries

@@ -44,8 +44,10 @@ class AnyresTransform:
 
     @property
     def size(self) -> tuple[int, int]:
-        size = self.image_processor.size
-        return int(size["height"]), int(size["width"])
+        from vistune.model.anyres import crop_side
+
+        side = crop_side(self.image_processor)
+        return side, side
 
     def token_counts(self, sizes: list[tuple[int, int]]) -> list[int]:
         from vistune.model.anyres import image_token_counts

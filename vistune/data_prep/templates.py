@@ -228,8 +228,13 @@ class AutoTemplate(Template):
     def _apply(tokenizer, messages: list[dict], generation: bool) -> str:
         if not messages:
             return tokenizer.apply_chat_template([], tokenize=False, add_generation_prompt=generation) if generation else ""
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
-        if all(m["content"].removeprefix(IMAGE_TOKEN + "\n") in text for m in messages if m["content"]):
+        from jinja2 import TemplateError
+
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        except TemplateError:  # a template that only reads typed parts (llava-hf's LLaVA-NeXT: content[0]['text'])
+            text = ""
+        if text and all(m["content"].removeprefix(IMAGE_TOKEN + "\n") in text for m in messages if m["content"]):
             return text
         # a processor-style template (llava-hf's): content as typed parts, images rendered by the template itself
         return tokenizer.apply_chat_template([_typed(m) for m in messages], tokenize=False,

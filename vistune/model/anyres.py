@@ -187,11 +187,21 @@ def _fixed_count(processor) -> int:
     return n - (processor.vision_feature_select_strategy == "default")
 
 
+def crop_side(image_processor) -> int:
+    """The side of the square crops an AnyRes image processor cuts: its crop_size, else its size (llava-hf's
+    LLaVA-NeXT processors keep CLIP's `size: {shortest_edge: 336}` beside `crop_size` 336 x 336)."""
+    crop = dict(getattr(image_processor, "crop_size", None) or {})
+    if crop.get("height"):
+        return int(crop["height"])
+    size = dict(image_processor.size)
+    return int(size.get("height") or size["shortest_edge"])
+
+
 def crop_layout(processor, image_size: tuple[int, int]) -> tuple[int, int]:
     """(rows, columns) of tower crops an image of (height, width) is cut into (besides the base crop)."""
     from transformers.image_processing_utils import select_best_resolution
 
-    side = int(processor.image_processor.size["height"])
+    side = crop_side(processor.image_processor)
     height, width = select_best_resolution(list(image_size), processor.image_processor.image_grid_pinpoints)
     return height // side, width // side
 
@@ -253,7 +263,7 @@ def _onevision_counter_class():
             self.vision_feature_select_strategy = "default" if drop_cls else "full"
 
         def count(self, height: int, width: int) -> int:
-            side = int(self.image_processor.size["height"])
+            side = crop_side(self.image_processor)
             return self._get_number_of_features(height, width, side, side) - (
                 self.vision_feature_select_strategy == "default")
 

@@ -1,5 +1,5 @@
-"""Start from a LLaVA model users already have: `model.base` (a HF Llava directory or hub id, a vistune export,
-merged or base+lora, or LLaVA's own checkpoint format, converted on the fly).
+"""Start from a LLaVA model users already have: `model.base` (a HF Llava, LLaVA-NeXT or OneVision directory or hub id,
+a vistune export, merged or base+lora, or LLaVA's own checkpoint format, converted on the fly).
 
 The base keeps its projector, processor, image token, vision feature layer / select strategy and chat template;
 only what the run trains changes.
@@ -37,7 +37,9 @@ def local_config(base: str) -> dict | None:
 
 
 def base_kind(base: str) -> str:
-    """'llava-format' (LLaVA's own checkpoint), 'llava' (HF LlavaForConditionalGeneration) or 'hub' (not local)."""
+    """'llava-format' (LLaVA's own checkpoint), 'llava' (an HF Llava, LlavaNext or LlavaOnevision directory) or
+    'hub' (not local)."""
+    from vistune.model.anyres import ARCHS
     from vistune.model.llava_format import is_llava_format
 
     config = local_config(base)
@@ -47,12 +49,29 @@ def base_kind(base: str) -> str:
         return "hub"
     if is_llava_format(config):
         return "llava-format"
-    if config.get("model_type") != "llava":
+    if config.get("model_type") not in ARCHS:
         raise BaseError(
-            f"model.base {base}: config.json model_type is {config.get('model_type')!r}, not 'llava' "
-            "(model.base takes a LLaVA model; compose a new one from parts with model.vision / model.llm)"
+            f"model.base {base}: config.json model_type is {config.get('model_type')!r}, not one of "
+            f"{', '.join(ARCHS)} (model.base takes a LLaVA model; compose a new one from parts with model.vision / "
+            "model.llm)"
         )
     return "llava"
+
+
+def base_arch(base: str) -> str:
+    """'llava', 'llava_next' or 'llava_onevision': which transformers class holds the base (its model_type)."""
+    from transformers import AutoConfig
+
+    from vistune.model.anyres import check_arch
+
+    kind = base_kind(base)
+    if kind == "llava-format":
+        return "llava"
+    config = local_config(base) if kind == "llava" else AutoConfig.from_pretrained(base).to_dict()
+    try:
+        return check_arch(config.get("model_type"))
+    except ValueError as err:
+        raise BaseError(f"model.base {base}: {err}") from None
 
 
 def base_adapter(base: str) -> Path | None:
@@ -122,8 +141,9 @@ def load_base(
     `"continue"` returns the adapter directory for the caller to keep training. `vision` names a local CLIP
     directory for a LLaVA-format base (its `mm_vision_tower` is a hub id).
     """
-    from transformers import AutoProcessor, BitsAndBytesConfig, LlavaForConditionalGeneration
+    from transformers import AutoProcessor, BitsAndBytesConfig
 
+    from vistune.model.anyres import model_class
     from vistune.model.compose import refuse_pickle_only, torch_dtype
     from vistune.model.generation import repair_generation_config
 
@@ -153,7 +173,8 @@ def load_base(
         )
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
-    model = LlavaForConditionalGeneration.from_pretrained(
+    # LLaVA-NeXT / OneVision keep their grids, image_newline, feature layer and select strategy: all in the config
+    model = model_class(base_arch(base)).from_pretrained(
         base, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True, **extra
     )
     repair_generation_config(model.generation_config, f"{base}/generation_config.json")

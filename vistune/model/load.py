@@ -197,8 +197,9 @@ def load_start(path: str | Path, dtype: str = "float32", *, load_in_4bit: bool =
     """(model, processor) a later stage starts from: a standard Llava directory (an export, a full run), with
     its LLM in 4-bit NF4 for QLoRA (vision tower, projector and lm_head stay in `dtype`, as `build_llava` leaves
     them), or a vistune run / checkpoint with its LoRA merged in (full precision only)."""
-    from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
+    from transformers import BitsAndBytesConfig
 
+    from vistune.model.anyres import model_class
     from vistune.model.compose import torch_dtype
 
     path = Path(path)
@@ -217,8 +218,8 @@ def load_start(path: str | Path, dtype: str = "float32", *, load_in_4bit: bool =
         )
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
-    model = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=torch_dtype(dtype), use_safetensors=True,
-                                                          device_map=device_map, **extra)
+    model = model_class(_llava_arch(path)).from_pretrained(str(path), dtype=torch_dtype(dtype), use_safetensors=True,
+                                                           device_map=device_map, **extra)
     if load_in_4bit:
         keep_4bit_training_kernel(model)
     repair_generation_config(model.generation_config, f"{path}/generation_config.json")

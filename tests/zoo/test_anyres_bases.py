@@ -1,0 +1,102 @@
+"""`model.base` on llava-hf's LLaVA-NeXT and OneVision layouts (lora / qlora / full): the run keeps the base's grids,
+image_newline, feature layer, select strategy and chat template, and both exports load in plain transformers (a
+fresh process) with the trained model's logits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+LOAD_EXPORTED = Path(__file__).parents[1] / "train" / "load_exported.py"
+KEPT = ("image_grid_pinpoints", "vision_feature_layer", "vision_feature_select_strategy", "image_token_index",
+        "vision_aspect_ratio", "model_type")
+
+
+def _needs_torchvision(name: str) -> None:
+    if name == "onevision":
+        pytest.importorskip("torchvision", reason="transformers builds LlavaOnevisionProcessor's video part on it")
+
+
+def _base(zoo, name: str) -> Path:
+    return zoo.llava_next_mistral() if name == "next" else zoo.llava_onevision_qwen2()
+
+
+def _train(base: Path, shapes: Path, out: Path, method: str):
+    from vistune.train.config import load_config
+    from vistune.train.engine import train
+
+    items = {"model.base": str(base), "model.dtype": "float32", "method": method, "data.path": shapes / "small.json",
+             "data.image_root": shapes, "data.max_length": 400, "data.num_workers": 0, "lora.r": 4, "lora.alpha": 8,
+             "optim.lr": 2e-3, "optim.max_steps": 2, "optim.per_device_batch_size": 2,
+             "optim.gradient_checkpointing": False, "optim.bf16": False, "optim.tf32": False, "output_dir": out,
+             "save_steps": 0, "seed": 0}
+    config = load_config(None, [f"{k}={v}" for k, v in items.items()])
+    assert config.template == "auto"  # the base's own chat template
+    return train(config)
+
+
+def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch.Tensor:
+    torch.save(batch, tmp_path / "batch.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(LOAD_EXPORTED), str(export), mode, str(tmp_path / "batch.pt"),
+                           str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    return torch.load(tmp_path / "logits.pt")
+
+
+def test_base_kind_takes_anyres_layouts(zoo):
+    from vistune.model.base import base_arch, base_kind
+
+    assert base_kind(str(zoo.llava_next_mistral())) == "llava"
+    assert base_arch(str(zoo.llava_next_mistral())) == "llava_next"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "method"), [("next", "lora"), ("next", "qlora"), ("next", "full"),
+                                              ("onevision", "lora")])
+def test_finetune_anyres_base_and_export(zoo, shapes, tmp_path, name, method):
+    from transformers import AutoConfig, AutoProcessor
+
+    from vistune.model.compose import llava_of
+    from vistune.model.load import load_trained
+    from vistune.train.export import export
+
+    _needs_torchvision(name)
+    base = _base(zoo, name)
+    before = json.loads((base / "config.json").read_text())
+    result = _train(base, shapes, tmp_path / "run", method)
+    llava = llava_of(result.model)
+    assert type(llava).__name__ == {"next": "LlavaNextForConditionalGeneration",
+                                    "onevision": "LlavaOnevisionForConditionalGeneration"}[name]
+    assert llava.model.image_newline is not None
+    if name == "onevision":
+        assert llava.config.vision_feature_layer == -1  # OneVision's own, not vistune's composing default -2
+
+    trained, processor, _ = load_trained(tmp_path / "run", merge=True, dequantize=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    text = processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "What is shown in this image?"}]}], add_generation_prompt=True,
+        tokenize=False)
+    batch = dict(processor(images=[image], text=[text], return_tensors="pt"))
+    assert int((batch["input_ids"] == before["image_token_index"]).sum()) > 0
+    with torch.no_grad():
+        expected = trained(**batch).logits.float()
+    base_template = AutoProcessor.from_pretrained(base).chat_template
+    modes = ("merged", "base+lora") if method != "full" else ("merged",)
+    for mode in modes:
+        out = export(tmp_path / "run", tmp_path / f"export-{mode}", mode=mode, dtype="float32")
+        after = AutoConfig.from_pretrained(out).to_dict()
+        assert {k: after.get(k) for k in KEPT} == {k: before.get(k) for k in KEPT}, mode
+        assert after["text_config"]["vocab_size"] == before["text_config"]["vocab_size"]
+        assert AutoProcessor.from_pretrained(out).chat_template == base_template
+        loaded_as = "base+lora" if (out / "adapter").is_dir() else "merged"
+        torch.testing.assert_close(_plain_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
+                                   atol=1e-4 if method == "qlora" else 1e-5)
