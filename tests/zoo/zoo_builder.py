@@ -1,35 +1,31 @@
 """A checkpoint zoo: tiny random weights in the exact file layouts of the checkpoints users bring.
 
-Sizes are scaled down; file names, shard indexes, config keys, tokenizer kinds and weight names are the real ones.
-Where each layout fact comes from:
-- lmsys/vicuna-7b-v1.5: the hub file list (config.json LlamaForCausalLM, vocab 32000, pad_token_id 0, torch_dtype
-  float16; generation_config.json; pytorch_model-0000{1,2}-of-00002.bin + pytorch_model.bin.index.json;
-  sentencepiece tokenizer.model + tokenizer_config.json `tokenizer_class: LlamaTokenizer`, `legacy: false`,
-  `add_bos_token: true`, `pad_token: null`, no tokenizer.json) and REFERENCE.md ("ships a sentencepiece tokenizer.model").
-- liuhaotian/llava-v1.5-7b: its config.json (`LlavaLlamaForCausalLM`, model_type "llava", mm_vision_tower
-  openai/clip-vit-large-patch14-336, mm_projector_type mlp2x_gelu, mm_vision_select_layer -2,
-  mm_vision_select_feature patch, mm_use_im_start_end / mm_use_im_patch_token false, image_aspect_ratio pad,
-  mm_hidden_size), .bin shards with an index; weight names from LLaVA's llava/model/llava_arch.py (`model.mm_projector`,
-  `model.vision_tower.vision_tower.vision_model.*` = CLIPVisionTower wrapping CLIPVisionModel) and
-  multimodal_projector/builder.py (mlp2x_gelu = Sequential(Linear, GELU, Linear): indices 0 and 2).
-- the stage-1 projector (liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5): config.json + mm_projector.bin
-  holding `model.mm_projector.{0,2}.{weight,bias}` (llava/train/train.py safe_save_model_for_hf_trainer, keys_to_match
-  ['mm_projector']).
-- a LLaVA LoRA output dir (scripts/v1_5/finetune_lora.sh, train.py): config.json (the LLaVA config),
-  adapter_config.json + adapter_model.bin (PEFT, keys `base_model.model.model.layers.N...lora_A.weight`, targets all
-  LLM linears but lm_head: find_all_linear_names), non_lora_trainables.bin (`base_model.model.model.mm_projector.*`,
-  get_peft_state_non_lora_maybe_zero_3); loaded by llava/model/builder.py on `model_base` and merged.
-- openai/clip-vit-large-patch14-336: full CLIPModel config (text + vision), preprocessor_config.json
-  (CLIPImageProcessor, 336 shortest edge / centre crop), pytorch_model.bin only.
-- google/siglip-so400m-patch14-384: SiglipModel config, model.safetensors, SiglipImageProcessor (mean/std 0.5).
-- llava-hf/llava-1.5-7b-hf: LlavaForConditionalGeneration (image_token_index 32000, pad 32001 `<pad>`, vocab 32064,
-  vision_feature_layer -2, select strategy default, projector gelu), model-0000N-of-00003.safetensors + index,
-  processor_config.json, chat_template (USER:/ASSISTANT:, typed content parts), as transformers'
-  models/llava/convert_llava_weights_to_hf.py writes it.
-- meta-llama/Meta-Llama-3-8B-Instruct: tokenizer.json only (BPE, <|begin_of_text|>, <|eot_id|>), chat_template
-  in tokenizer_config.json, 4 safetensors shards.  mistralai/Mistral-7B-Instruct-v0.2: sentencepiece, [INST] chat
-  template, 3 safetensors shards.  Qwen/Qwen2-7B-Instruct: tokenizer.json + vocab.json/merges.txt, ChatML chat
-  template with its default system prompt, no BOS, 4 safetensors shards.
+Hidden sizes are scaled down; file names, shard indexes, config keys and values, tokenizer kinds, special-token ids,
+vocabulary / embedding sizes and generation configs are the real ones. docs/checkpoints.md lists, per entry, the real
+file it mirrors and the public copy each value was read from; in short:
+- lmsys/vicuna-7b-v1.5: config.json LlamaForCausalLM (vocab 32000 scaled to 400, pad 0, float16), .bin shards + index,
+  sentencepiece-only tokenizer; generation_config.json with temperature 0.9 / top_p 0.6 and NO do_sample (issue 25,
+  LLaVA #1144, LLaMA-Factory #2545: transformers refuses to save it once changed).
+- openai/clip-vit-large-patch14-336: its 2022 file forms: config.json with text_config_dict / vision_config_dict
+  (taproot's CLIP safety-checker config keeps that layout), preprocessor_config.json with integer size / crop_size and
+  feature_extractor_type CLIPFeatureExtractor (copied key for key in LLaVA-HR's and CAVE's vision towers).
+- google/siglip-so400m-patch14-384: SiglipModel, model.safetensors, SiglipImageProcessor (mean / std 0.5).
+- Qwen/Qwen2-7B-Instruct: Qwen2Config as printed from the hub repo (bos 151643, eos 151645, vocab 152064, rope 1e6,
+  rms 1e-6, untied) in Retruth/deontic nlp_models/qwen2/README.md; specials <|endoftext|> <|im_start|> <|im_end|> at
+  151643-151645 after 151643 text tokens (len 151646 < 152064 rows); generation config sampling with
+  repetition_penalty 1.05 (a byte-for-byte fixture of Qwen2.5-7B-Instruct's, same as a LLaMA-Factory Qwen2 copy).
+- meta-llama/Meta-Llama-3-8B-Instruct: tokenizer.json only, 128000 text tokens then the 256 specials of
+  meta-llama/llama3 llama/tokenizer.py, clean_up_tokenization_spaces true, vocab 128256, 4 safetensors shards.
+- mistralai/Mistral-7B-Instruct-v0.2: sentencepiece (legacy), [INST] chat template, 3 safetensors shards.
+- liuhaotian/llava-v1.5-7b: LlavaLlamaForCausalLM config.json (mm_* keys), .bin shards holding the Vicuna weights,
+  model.mm_projector.{0,2}.* AND model.vision_tower.vision_tower.vision_model.* (LLaVA's trainer saves the whole state
+  dict); weight names from LLaVA's llava/model/llava_arch.py and multimodal_projector/builder.py.
+- the stage-1 projector (liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5): config.json + mm_projector.bin.
+- a LLaVA LoRA output dir (scripts/v1_5/finetune_lora.sh): adapter_config.json + adapter_model.bin +
+  non_lora_trainables.bin, as llava/model/builder.py loads it.
+- llava-hf/llava-1.5-7b-hf, llava-hf/llava-v1.6-mistral-7b-hf, llava-hf/llava-onevision-qwen2-7b-ov-hf: as
+  transformers' models/llava{,_next,_onevision}/convert_*_weights_to_hf.py write them (tokens appended, embedding
+  grown to vocab + added padded to 64, the classes' defaults, the scripts' chat templates / prompts).
 """
 
 from __future__ import annotations
@@ -248,7 +244,8 @@ def _fast_tokenizer(specials: list[str], first_special: int, *, bos: str | None,
     _json(out / "tokenizer_config.json", {**saved, **config})
 
 
-# the reserved names Meta-Llama-3 gives the 256 special ids 128000-128255 (tokenizer_config.json added_tokens_decoder)
+# the 256 special ids 128000-128255 as meta-llama/llama3's llama/tokenizer.py names them (reserved 0-3, the header
+# pair, reserved 4, eot, then reserved 5-250), also in its ports' tokenizers
 LLAMA3_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>"] + [f"<|reserved_special_token_{i}|>" for i in range(4)]
                    + ["<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"]
                    + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)])
@@ -266,8 +263,9 @@ def llama3(out: Path) -> Path:
                                bos_token_id=128000, eos_token_id=128009, rms_norm_eps=1e-05)
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(out)
-    _json(out / "generation_config.json", {"bos_token_id": 128000, "eos_token_id": [128001, 128009],
-                                           "transformers_version": "4.40.0.dev0"})
+    # as quoted (with the eot 128009 Meta's first upload lacked) in catid's cat-llama-3 model-card notes
+    _json(out / "generation_config.json", {"_from_model_config": True, "bos_token_id": 128000,
+                                           "eos_token_id": [128001, 128009], "transformers_version": "4.40.0.dev0"})
     _safetensors_shards(state, out, 4)
     return out
 
@@ -343,8 +341,9 @@ def projector_state(projector: str = "mlp2x_gelu", seed: int = 7, prefix: str = 
 
 
 def llava_v15(out: Path, vicuna_dir: Path, clip_dir: Path, *, projector: str = "mlp2x_gelu",
-              with_vision: bool = False) -> Path:
-    """liuhaotian/llava-v1.5-7b: Vicuna weights + model.mm_projector.* (+ model.vision_tower.* when present)."""
+              with_vision: bool = True) -> Path:
+    """liuhaotian/llava-v1.5-7b: Vicuna weights + model.mm_projector.* + model.vision_tower.vision_tower.* (LLaVA's
+    trainer saves the whole state dict, tower included; `with_vision=False` is the projector-only variant)."""
     from vistune.model.weight_files import read_weights
 
     out.mkdir(parents=True)
@@ -504,7 +503,7 @@ def llava_next_mistral(out: Path, mistral_dir: Path, clip_dir: Path) -> Path:
     torch.manual_seed(12)
     model = LlavaNextForConditionalGeneration(config)
     _grow_to(model, (base_vocab + 2 + 63) // 64 * 64, seed=13)
-    model.to(torch.float16).save_pretrained(out, max_shard_size="150KB")
+    model.to(torch.float16).save_pretrained(out, max_shard_size="120KB")  # 4 shards, as the hub repo
     LlavaNextProcessor(tokenizer=tokenizer, image_processor=image_processor, patch_size=PATCH,
                        vision_feature_select_strategy="default", num_additional_image_tokens=1,
                        chat_template=LLAVA_NEXT_MISTRAL_TEMPLATE).save_pretrained(out)
@@ -585,7 +584,7 @@ class Zoo:
     def mistral(self) -> Path:
         return self._get("Mistral-7B-Instruct-v0.2", mistral)
 
-    def llava_v15(self, projector: str = "mlp2x_gelu", with_vision: bool = False) -> Path:
+    def llava_v15(self, projector: str = "mlp2x_gelu", with_vision: bool = True) -> Path:
         name = f"llava-v1.5-7b-{projector}{'-vision' if with_vision else ''}"
         return self._get(name, lambda p: llava_v15(p, self.vicuna(), self.clip(), projector=projector,
                                                    with_vision=with_vision))
