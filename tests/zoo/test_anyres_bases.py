@@ -100,3 +100,19 @@ def test_finetune_anyres_base_and_export(zoo, shapes, tmp_path, name, method):
         loaded_as = "base+lora" if (out / "adapter").is_dir() else "merged"
         torch.testing.assert_close(_plain_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
                                    atol=1e-4 if method == "qlora" else 1e-5)
+
+
+def test_dry_run_and_plan_read_the_anyres_base(zoo, shapes):
+    """`train --dry-run` builds the base in its own class on the meta device; `plan` counts its AnyRes tokens."""
+    base = zoo.llava_next_mistral()
+    common = ["configs/tiny/instruct_lora.yaml", f"model.base={base}", "model.preset=null", "model.projector=null",
+              f"data.path={shapes / 'small.json'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    dry = subprocess.run([sys.executable, "-m", "vistune.cli", "train", *common, "--dry-run"], capture_output=True,
+                         text=True, env=env, cwd=Path(__file__).parents[2])
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "from the base's config" in dry.stdout
+    plan = subprocess.run([sys.executable, "-m", "vistune.cli", "plan", *common, "--gpu", "h100-80g"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2])
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "FITS" in plan.stdout

@@ -1,5 +1,5 @@
 """Every zoo entry round-trips: load or compose it, render its chat template as the real model does, train one
-step, export, and reload the export in plain transformers with identical logits."""
+step, export (merged and base+lora), and reload each export in plain transformers / PEFT with identical logits."""
 
 from __future__ import annotations
 
@@ -44,6 +44,16 @@ def _roundtrip(tmp_path, shapes, **settings) -> None:
                                                      return_tensors="pt")["input_ids"])
     with torch.no_grad():
         assert torch.allclose(plain(**batch).logits, trained(**batch).logits, atol=1e-6, rtol=0)
+
+    from peft import PeftModel
+
+    split = export(tmp_path / "run", tmp_path / "export-base+lora", mode="base+lora", dtype="float32")
+    base = LlavaForConditionalGeneration.from_pretrained(split, dtype=torch.float32)
+    with_adapter = PeftModel.from_pretrained(base, str(split / "adapter")).eval()
+    config = base.config
+    assert config.text_config.vocab_size == base.get_input_embeddings().weight.shape[0] >= len(plain_processor.tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(with_adapter(**batch).logits, trained(**batch).logits, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

@@ -217,16 +217,22 @@ def _notes(inp: PlanInput) -> list[str]:
 def anyres_arch(arch, config):
     """For model.arch llava_next / llava_onevision: the image tokens and tower inputs of a typical image
     (vistune.model.anyres.TYPICAL_IMAGE), counted by transformers' processor for that arch."""
-    if config.model.arch == "llava":
+    name, pinpoints, aspect = config.model.arch, config.model.image_grid_pinpoints, config.model.vision_aspect_ratio
+    if config.model.base:  # a LLaVA-NeXT / OneVision base brings its own arch and grids
+        from vistune.model.base import base_llava_config
+
+        base = base_llava_config(config.model.base, config.model.base_vision)
+        name, pinpoints = base.model_type, getattr(base, "image_grid_pinpoints", None)
+        aspect = getattr(base, "vision_aspect_ratio", aspect)
+    if name == "llava":
         return arch
     import dataclasses
 
     from vistune.model.anyres import count_tokens
 
     vis = arch.vision
-    tokens, passes = count_tokens(config.model.arch, tower_size=vis.image_size, patch_size=vis.patch_size,
-                                  drop_cls=vis.cls_token, pinpoints=config.model.image_grid_pinpoints,
-                                  vision_aspect_ratio=config.model.vision_aspect_ratio)
+    tokens, passes = count_tokens(name, tower_size=vis.image_size, patch_size=vis.patch_size,
+                                  drop_cls=vis.cls_token, pinpoints=pinpoints, vision_aspect_ratio=aspect)
     return dataclasses.replace(arch, anyres_tokens=tokens, tower_passes=passes)
 
 

@@ -73,9 +73,8 @@ def planned_model(config: RunConfig):
 
 def _planned_base(config: RunConfig):
     """The base's own Llava config on the meta device, with this run's LoRA and stage policy."""
-    from transformers import LlavaForConditionalGeneration
-
     from vistune.model import LoraSettings, apply_stage_policy, attach_lora
+    from vistune.model.anyres import arch_of, model_class
     from vistune.model.base import base_llava_config
 
     try:
@@ -83,7 +82,7 @@ def _planned_base(config: RunConfig):
     except (OSError, ValueError) as err:
         raise PartsNotLocal(f"model.base {config.model.base}: {err}") from None
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(llava_config)
+        model = model_class(arch_of(llava_config))(llava_config)  # a LLaVA-NeXT / OneVision base in its own class
     if uses_lora(config):
         model = attach_lora(model, LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                                                 target_modules=config.lora.target_modules))
