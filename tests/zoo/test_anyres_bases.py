@@ -52,6 +52,17 @@ def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch
     return torch.load(tmp_path / "logits.pt")
 
 
+def test_onevision_base_without_torchvision_is_one_clear_error(tmp_path):
+    from vistune.model.anyres import has_torchvision
+    from vistune.model.base import BaseError, load_base
+
+    if has_torchvision():
+        pytest.skip("torchvision present: the OneVision base loads (test_finetune_anyres_base_and_export)")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_onevision"}))
+    with pytest.raises(BaseError, match="needs torchvision"):
+        load_base(str(tmp_path))
+
+
 def test_base_kind_takes_anyres_layouts(zoo):
     from vistune.model.base import base_arch, base_kind
 

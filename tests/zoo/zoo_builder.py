@@ -608,9 +608,9 @@ class Zoo:
     def llava_hf_exports(self) -> dict[str, Path]:
         """The llava-hf layouts (LLaVA-1.5, LLaVA-NeXT Mistral, and OneVision where torchvision is present), for
         serving checks (vLLM) to load as they are."""
-        from vistune.model.anyres import _has_torchvision
+        from vistune.model.anyres import has_torchvision
 
         entries = {"llava-1.5-7b-hf": self.llava_hf(), "llava-v1.6-mistral-7b-hf": self.llava_next_mistral()}
-        if _has_torchvision():
+        if has_torchvision():
             entries["llava-onevision-qwen2-7b-ov-hf"] = self.llava_onevision_qwen2()
         return entries

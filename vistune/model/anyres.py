@@ -223,7 +223,7 @@ def count_tokens(arch: str, *, tower_size: int, patch_size: int, drop_cls: bool,
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(WordLevel({IMAGE_TOKEN: 0, "<unk>": 1}, unk_token="<unk>")), unk_token="<unk>")
     points = check_pinpoints(pinpoints or default_pinpoints(arch, tower_size), tower_size) if arch != "llava" else None
-    if arch == "llava_onevision" and not _has_torchvision():
+    if arch == "llava_onevision" and not has_torchvision():
         counter = _OnevisionTokenCounter(anyres_image_processor(arch, CLIPImageProcessorPil(), tower_size, points),
                                          (tower_size // patch_size) ** 2 + drop_cls, vision_aspect_ratio, drop_cls)
         rows, cols = crop_layout(counter, image_size)
@@ -240,7 +240,8 @@ def count_tokens(arch: str, *, tower_size: int, patch_size: int, drop_cls: bool,
     return tokens, 1 + rows * cols
 
 
-def _has_torchvision() -> bool:
+def has_torchvision() -> bool:
+    """Whether a torchvision that works with this torch is importable (OneVision's processor needs one)."""
     try:
         import torchvision  # noqa: F401
     except Exception:  # absent, or a wheel that does not match torch

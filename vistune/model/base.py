@@ -143,7 +143,7 @@ def load_base(
     """
     from transformers import AutoProcessor, BitsAndBytesConfig
 
-    from vistune.model.anyres import model_class
+    from vistune.model.anyres import has_torchvision, model_class
     from vistune.model.compose import refuse_pickle_only, torch_dtype
     from vistune.model.generation import repair_generation_config
 
@@ -173,8 +173,12 @@ def load_base(
         )
     if attn_implementation:
         extra["attn_implementation"] = attn_implementation
+    arch = base_arch(base)
+    if arch == "llava_onevision" and not has_torchvision():
+        raise BaseError(f"model.base {base}: a LLaVA-OneVision base needs torchvision (transformers builds its "
+                        "processor's video part on it); install the torchvision build that matches your torch")
     # LLaVA-NeXT / OneVision keep their grids, image_newline, feature layer and select strategy: all in the config
-    model = model_class(base_arch(base)).from_pretrained(
+    model = model_class(arch).from_pretrained(
         base, dtype=dtype, device_map=device_map, use_safetensors=None if allow_pickle else True, **extra
     )
     repair_generation_config(model.generation_config, f"{base}/generation_config.json")
