@@ -55,7 +55,8 @@ def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("llm", "method"), [("qwen2", "lora"), ("vicuna", "lora"), ("vicuna", "full")])
+@pytest.mark.parametrize(("llm", "method"), [("qwen2", "lora"), ("qwen2", "qlora"), ("vicuna", "lora"),
+                                             ("vicuna", "full")])
 def test_stage1_stage2_exports_load_in_plain_transformers(zoo, shapes, tmp_path, llm, method):
     from transformers import AutoConfig, GenerationConfig
 
@@ -69,7 +70,7 @@ def test_stage1_stage2_exports_load_in_plain_transformers(zoo, shapes, tmp_path,
             "data.template": LLMS[llm], "model.projector": tmp_path / "align" / "projector.safetensors"}, shapes,
            tmp_path / "instruct")
 
-    trained, processor, _ = load_trained(tmp_path / "instruct", merge=True)
+    trained, processor, _ = load_trained(tmp_path / "instruct", merge=True)  # (QLoRA: on its dequantised base)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))
     batch = dict(processor(images=[image], text=["<image>\nWhat is the colour of the shape?"], return_tensors="pt"))
     with torch.no_grad():
@@ -85,6 +86,7 @@ def test_stage1_stage2_exports_load_in_plain_transformers(zoo, shapes, tmp_path,
         generation = GenerationConfig.from_pretrained(out)
         generation.validate(strict=True)  # what save_pretrained demands of a changed config
         assert generation.temperature is None or generation.do_sample  # Vicuna's flags unset, not left dangling
-        assert (out / "adapter").is_dir() == (mode == "base+lora" and method == "lora")
+        assert (out / "adapter").is_dir() == (mode == "base+lora" and method != "full")
         loaded_as = "base+lora" if (out / "adapter").is_dir() else "merged"  # a full run has no adapter to keep apart
-        torch.testing.assert_close(_plain_logits(out, loaded_as, batch, tmp_path), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(_plain_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
+                                   atol=1e-4 if method == "qlora" else 1e-5)
