@@ -73,6 +73,9 @@ def test_llama3_siglip(zoo, shapes, tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(zoo.llama3())
+    assert tokenizer.clean_up_tokenization_spaces is True  # as Meta-Llama-3-8B-Instruct's tokenizer_config.json
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("<|begin_of_text|>", "<|eot_id|>")] == [128000, 128009]
+    assert len(tokenizer) == 128256
     assert _render("llama3", tokenizer) == tokenizer.apply_chat_template(MESSAGES, tokenize=False)
     _roundtrip(tmp_path, shapes, **{"model.vision": zoo.siglip(), "model.llm": zoo.llama3(), "data.template": "llama3"})
 
@@ -82,6 +85,9 @@ def test_qwen2_clip(zoo, shapes, tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(zoo.qwen2())
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [
+        151643, 151644, 151645]
+    assert len(tokenizer) == 151646 and tokenizer.bos_token is None
     with_system = [{"role": "system", "content": "You are a helpful assistant."}, *MESSAGES]
     assert _render("chatml", tokenizer, with_system) == tokenizer.apply_chat_template(with_system, tokenize=False)
     assert _render("auto", tokenizer) == tokenizer.apply_chat_template(MESSAGES, tokenize=False)  # its default system
