@@ -69,3 +69,15 @@ def test_eval_decodes_greedily_whatever_the_base_config_says(tiny_llava):
     torch.manual_seed(1)
     second = Generator(model, processor, "vicuna_v1", settings=settings).generate(prompts, [None, None])
     assert first == second == plain
+
+
+def test_neutral_values_are_not_a_repair(caplog):
+    from transformers import GenerationConfig
+
+    from vistune.model.generation import repair_generation_config
+
+    config = GenerationConfig(temperature=1.0, top_p=1.0, length_penalty=1.0, eos_token_id=2)
+    with caplog.at_level(logging.WARNING, logger="vistune.model.generation"):
+        repair_generation_config(config, "neutral")
+    assert not [r for r in caplog.records if r.name == "vistune.model.generation"]
+    assert (config.temperature, config.top_p) == (1.0, 1.0)

@@ -2,7 +2,8 @@
 
 Prompts are left-padded so every row's answer starts at the same column; generation stops at the
 template's end-of-turn token (and the answer is cut at its end-of-turn text), greedy (no repetition penalty, whatever
-the model's generation config says) unless a temperature is given. One image per question, placed as in training (front of the first user turn).
+the model's generation config says) unless a temperature is given. One image per question, placed as in training
+(front of the first user turn).
 """
 
 from __future__ import annotations

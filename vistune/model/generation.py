@@ -11,9 +11,12 @@ import logging
 
 log = logging.getLogger(__name__)
 
-# flags transformers only uses when sampling / when searching with several beams (GenerationConfig.validate)
-SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff")
-BEAM_FLAGS = ("early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty", "constraints")
+# flags transformers only uses when sampling / when searching with several beams, with the value that
+# GenerationConfig.validate lets stand without them (None: any value set is flagged)
+SAMPLING_FLAGS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "min_p": None, "top_h": None, "typical_p": 1.0,
+                  "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+BEAM_FLAGS = {"early_stopping": False, "length_penalty": 1.0, "num_beam_groups": 1, "diversity_penalty": 0.0,
+              "constraints": None}
 _reported: set[tuple[str, str]] = set()  # (source, repair) already printed: each repair is printed once
 
 
@@ -23,11 +26,14 @@ def repair_generation_config(config, source: str = "the model"):
     Sampling-only flags without `do_sample: true` (and beam-only flags with one beam) are unset: generate() ignored
     them anyway, so decoding does not change. The repair is logged once per source.
     """
+    def flagged(flags: dict) -> list[str]:
+        return [name for name, neutral in flags.items() if getattr(config, name, None) not in (None, neutral)]
+
     unset = []
     if config.do_sample is not True:
-        unset += [name for name in SAMPLING_FLAGS if getattr(config, name, None) is not None]
+        unset += flagged(SAMPLING_FLAGS)
     if (config.num_beams or 1) == 1:
-        unset += [name for name in BEAM_FLAGS if getattr(config, name, None) not in (None, False)]
+        unset += flagged(BEAM_FLAGS)
     for name in unset:
         setattr(config, name, None)
     if unset:
