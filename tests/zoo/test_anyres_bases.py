@@ -127,3 +127,18 @@ def test_dry_run_and_plan_read_the_anyres_base(zoo, shapes):
                           capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2])
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert "FITS" in plan.stdout
+
+
+@pytest.mark.slow
+def test_llava_hf_exports_for_serving_checks(zoo, shapes):
+    """The zoo's llava-hf exports (what serving checks such as vLLM load): each a loadable HF directory, the
+    base+lora one with its adapter beside the base weights, and the base's class kept."""
+    from transformers import AutoConfig
+
+    exports = zoo.llava_hf_exports(shapes)
+    assert {"llava-1.5-7b-hf", "llava-v1.6-mistral-7b-hf"} <= set(exports)
+    for name, dirs in exports.items():
+        base_type = AutoConfig.from_pretrained(zoo.llava_hf_bases()[name]).model_type
+        for mode, out in dirs.items():
+            assert AutoConfig.from_pretrained(out).model_type == base_type, (name, mode)
+            assert (out / "adapter" / "adapter_config.json").is_file() == (mode == "base+lora"), (name, mode)

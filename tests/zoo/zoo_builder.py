@@ -605,7 +605,7 @@ class Zoo:
         return self._get("llava-onevision-qwen2-7b-ov-hf",
                          lambda p: llava_onevision_qwen2(p, self.qwen2(), self.siglip()))
 
-    def llava_hf_exports(self) -> dict[str, Path]:
+    def llava_hf_bases(self) -> dict[str, Path]:
         """The llava-hf layouts (LLaVA-1.5, LLaVA-NeXT Mistral, and OneVision where torchvision is present), for
         serving checks (vLLM) to load as they are."""
         from vistune.model.anyres import has_torchvision
@@ -614,3 +614,29 @@ class Zoo:
         if has_torchvision():
             entries["llava-onevision-qwen2-7b-ov-hf"] = self.llava_onevision_qwen2()
         return entries
+
+    def llava_hf_exports(self, data: Path, records: str = "small.json") -> dict[str, dict[str, Path]]:
+        """Each llava-hf base fine-tuned with LoRA for 2 steps on `data/records` (shapes data: images under `data`)
+        and exported: {entry: {"merged": dir, "base+lora": dir}}, built once. For serving checks (vLLM)."""
+        exports = {}
+        for name, base in self.llava_hf_bases().items():
+            out = self._get(f"exports/{name}", lambda p, base=base: export_from_base(base, data / records, p))
+            exports[name] = {mode: out / mode for mode in ("merged", "base+lora")}
+        return exports
+
+
+def export_from_base(base: Path, records: Path, out: Path, method: str = "lora") -> Path:
+    """`model.base` = `base`, 2 training steps on `records`, exported merged and base+lora under `out`."""
+    from vistune.train.config import load_config
+    from vistune.train.engine import train
+    from vistune.train.export import export
+
+    items = {"model.base": base, "model.dtype": "float32", "method": method, "data.path": records,
+             "data.image_root": records.parent, "data.max_length": 400, "data.num_workers": 0, "lora.r": 4,
+             "lora.alpha": 8, "optim.max_steps": 2, "optim.per_device_batch_size": 2,
+             "optim.gradient_checkpointing": False, "optim.bf16": False, "optim.tf32": False,
+             "output_dir": out / "run", "save_steps": 0, "seed": 0}
+    train(load_config(None, [f"{k}={v}" for k, v in items.items()]))
+    for mode in ("merged", "base+lora"):
+        export(out / "run", out / mode, mode=mode, dtype="float32")
+    return out
