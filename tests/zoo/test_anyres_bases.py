@@ -70,6 +70,25 @@ def test_base_kind_takes_anyres_layouts(zoo):
     assert base_arch(str(zoo.llava_next_mistral())) == "llava_next"
 
 
+def test_next_chat_template_renders_the_published_prompt(zoo):
+    """The prompt transformers' convert_llava_next_weights_to_hf.py checks llava-v1.6-mistral against, both through
+    the processor and through template 'auto' (what training renders), which also masks the reply."""
+    from transformers import AutoProcessor
+
+    from vistune.data_prep import get_template, record_from_messages
+    from vistune.model.base import base_tokenizer
+
+    processor = AutoProcessor.from_pretrained(zoo.llava_next_mistral())
+    typed = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown in this image?"}]}]
+    assert processor.apply_chat_template(typed, tokenize=False) == "[INST] <image>\nWhat is shown in this image? [/INST]"
+    record = record_from_messages([{"role": "user", "content": "<image>\nWhat is shown in this image?"},
+                                   {"role": "assistant", "content": "a stop sign"}], ["x.png"])
+    rendered = get_template("auto").render(record, base_tokenizer(str(zoo.llava_next_mistral())))
+    assert rendered.text == "[INST] <image>\nWhat is shown in this image? [/INST] a stop sign</s> "
+    (start, end), = rendered.spans
+    assert rendered.text[start:end] == " a stop sign</s>"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "method"), [("next", "lora"), ("next", "qlora"), ("next", "full"),
                                               ("onevision", "lora")])
