@@ -14,6 +14,7 @@ import base64
 import gc
 import json
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -46,7 +47,8 @@ def main(jobs_path: str, out_path: str) -> None:
         try:
             results.append({"answers": answer(job), "error": None})
         except Exception as err:  # noqa: BLE001 - reported to the test, which decides
-            results.append({"answers": [], "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}"})
+            traceback.print_exc()
+            results.append({"answers": [], "error": f"{type(err).__name__}: {str(err).strip()[:2000]}"})
         Path(out_path).write_text(json.dumps(results))
 
 
