@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vistune.serve import ServeError, ServeSpec, curl_line, vllm_args, vllm_program
+    from vistune.serve import ServeError, ServeSpec, curl_line, vllm_args, vllm_launcher
 
     loras = {}
     for item in args.lora:
@@ -32,13 +32,13 @@ def _serve(args: argparse.Namespace) -> int:
             raise ServeError(f"--lora {item!r}: write NAME=DIR, e.g. --lora shapes=export/adapter")
         loras[name] = Path(path)
     spec = ServeSpec(export=Path(args.export), loras=loras, host=args.host, port=args.port, extra=args.passthrough or [])
-    argv = vllm_args(spec)
-    program = "vllm" if args.dry_run else vllm_program()
-    print(shlex.join([program, *argv]))
+    flags = vllm_args(spec)
+    argv = ["vllm", "serve", str(spec.export)] if args.dry_run else vllm_launcher(spec.export)
+    print(shlex.join(argv + flags))
     print("once it says 'Application startup complete', ask it about an image:")
     print(curl_line(spec), flush=True)
     if args.dry_run:
         return 0
-    os.execv(program, [program, *argv])  # the real `vllm serve`, in this process: signals reach it directly
+    os.execv(argv[0], argv + flags)  # vLLM's own server replaces this process: signals reach it directly
     return 1  # not reached
 

