@@ -101,6 +101,16 @@ def test_serve_flags_come_from_the_export(tmp_path):
     assert args[-2:] == ["--max-model-len", "2048"]
     given = vllm_args(ServeSpec(export, extra=["--dtype", "float32"]))
     assert given.count("--dtype") == 1 and given[given.index("--dtype") + 1] == "float32"
+    assert json.loads(args[args.index("--limit-mm-per-prompt") + 1]) == {"image": 1}
+
+
+def test_a_onevision_export_is_served_without_videos(tmp_path):
+    """vLLM profiles OneVision with a dummy video, whose `<video>` token vistune's tokenizers lack (it then fails
+    with "Mismatch in `video` token count"); a video limit of 0 skips it."""
+    export = _base_lora_export(tmp_path)
+    (export / "config.json").write_text(json.dumps({"model_type": "llava_onevision"}))
+    args = vllm_args(ServeSpec(export))
+    assert json.loads(args[args.index("--limit-mm-per-prompt") + 1]) == {"image": 1, "video": 0}
 
 
 @pytest.mark.parametrize("case, words", [

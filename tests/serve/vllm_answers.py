@@ -29,7 +29,7 @@ def answer(job: dict) -> list[dict]:
     lora = job.get("lora")
     llm = LLM(model=job["model"], dtype="float32", max_model_len=job.get("max_model_len", 1024), seed=0,
               enable_lora=bool(lora), max_lora_rank=job.get("max_lora_rank", 16), max_num_seqs=16,
-              limit_mm_per_prompt={"image": 1}, enforce_eager=True)  # no torch.compile: a minute saved per engine
+              limit_mm_per_prompt=job.get("limit_mm", {"image": 1}), enforce_eager=True)  # no torch.compile: a minute saved per engine
     conversations = [[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": image_url(item["image"])}},
         {"type": "text", "text": item["question"]}]}] for item in job["items"]]

@@ -105,7 +105,10 @@ def vllm_args(spec: ServeSpec) -> list[str]:
     dtype = _export_dtype(spec.export)
     if dtype:
         add("--dtype", dtype)
-    add("--limit-mm-per-prompt", json.dumps({"image": 1}))  # vistune trains one image per conversation
+    # vistune trains one image per conversation; OneVision's processor also takes videos, and vLLM would profile one
+    # with a `<video>` token that vistune's tokenizers do not hold
+    limits = {"image": 1, "video": 0} if _model_type(spec.export) == "llava_onevision" else {"image": 1}
+    add("--limit-mm-per-prompt", json.dumps(limits))
     rank = lora_rank_flag(loras, extra)
     if loras:
         add("--enable-lora")
@@ -113,6 +116,10 @@ def vllm_args(spec: ServeSpec) -> list[str]:
         add("--max-lora-rank", str(rank))
         add("--max-loras", str(len(loras)))
     return args + extra
+
+
+def _model_type(export: Path) -> str:
+    return json.loads((export / "config.json").read_text()).get("model_type", "llava")
 
 
 def _export_dtype(export: Path) -> str | None:
