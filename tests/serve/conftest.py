@@ -41,6 +41,7 @@ def serve_bin() -> Path:
 class Exported:
     merged: Path  # LoRA folded in
     base_lora: Path  # base + adapter/ (the LoRA the run trained)
+    llava_next: Path  # a LLaVA-NeXT (AnyRes) export, briefly trained: its weights and image_newline must load
     items: list[dict]  # held-out questions: {"image": absolute path, "question": text}
     rank: int  # the adapter's LoRA rank
 
@@ -68,11 +69,15 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
         f"output_dir={root / 'lora'}", f"model.base={root / 'base'}", "optim.max_steps=12", "optim.lr=3e-3"]))
     export(root / "lora", root / "merged", mode="merged", dtype="float32")
     export(root / "lora", root / "base_lora", mode="base+lora", dtype="float32")
+    train(load_config(TINY / "instruct_full.yaml", common + [
+        f"output_dir={root / 'next'}", f"model.vision={vision}", f"model.llm={llm}", "model.arch=llava_next",
+        "data.max_length=512", "optim.max_steps=20", "optim.lr=3e-3", "optim.projector_lr=3e-3"]))
+    export(root / "next", root / "llava_next", mode="merged", dtype="float32")
     heldout = json.loads(paths["heldout"].read_text())
     items = [{"image": str(root / "data" / r["image"]),
               "question": r["conversations"][0]["value"].replace("<image>", "").strip()} for r in heldout]
     rank = json.loads((root / "base_lora" / "adapter" / "adapter_config.json").read_text())["r"]
-    return Exported(root / "merged", root / "base_lora", items[:N_QUESTIONS], rank)
+    return Exported(root / "merged", root / "base_lora", root / "llava_next", items[:N_QUESTIONS], rank)
 
 
 def vistune_answers(export: Path, items: list[dict], adapter: Path | None = None, max_new_tokens: int = 16) -> list[str]:
