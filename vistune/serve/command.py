@@ -93,12 +93,15 @@ def vllm_args(spec: ServeSpec) -> list[str]:
     check_export(spec.export)
     loras = resolve_loras(spec)
     extra = list(spec.extra)
-    args = ["--host", spec.host, "--port", str(spec.port), "--served-model-name", spec.export.name]
+    args: list[str] = []
 
     def add(name: str, *values: str) -> None:
         if _flag(extra, name) is None and name not in extra:
             args.extend([name, *values])
 
+    add("--host", spec.host)
+    add("--port", str(spec.port))
+    add("--served-model-name", spec.export.name)
     template = spec.export / "chat_template.jinja"
     if template.is_file():
         add("--chat-template", str(template))
