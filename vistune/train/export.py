@@ -117,5 +117,6 @@ def verified_lines(info: dict) -> list[str]:
         f"- written with transformers {transformers.__version__}; vistune's tests load exports of this kind in "
         "plain transformers / PEFT in a fresh process and compare logits with the trained model's",
         f"- vistune's CI serves merged and base+lora exports with vLLM {VLLM_TESTED} (CPU build, "
-        "`scripts/setup_serve.sh`) and checks its greedy answers equal transformers' token for token", "",
+        "`scripts/setup_serve.sh`, whose `vllm` program cannot start: use `vistune serve`) and checks that its greedy "
+        "answers through the chat template equal `vistune eval run`'s (transformers)", "",
     ]
