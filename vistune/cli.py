@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "vistune.plan.cli",
     "vistune.bench.cli",
     "vistune.eval.cli",
+    "vistune.serve.cli",
 ]
 
 
@@ -61,9 +62,19 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     """Like `parse_args`, but `key=value` overrides may stand anywhere on the line, also after options.
 
     argparse fills a `nargs="*"` positional only from its first run of arguments; later `key=value` words come
-    back unrecognised, and join `args.overrides` of commands that take overrides.
+    back unrecognised, and join `args.overrides` of commands that take overrides. Words after `--` go, as given,
+    to `args.passthrough` of commands that define it (default None), and are an error for other commands.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if "--" in argv:  # words after `--` belong to a program the command starts (`vistune serve ... -- VLLM ARGS`)
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     args, extra = parser.parse_known_args(argv)
+    if passthrough and not hasattr(args, "passthrough"):
+        parser.error(f"this command takes no arguments after --: {' '.join(passthrough)}")
+    if hasattr(args, "passthrough"):
+        args.passthrough = passthrough
     overrides = [word for word in extra if "=" in word and not word.startswith("-")]
     if overrides and isinstance(getattr(args, "overrides", None), list):
         args.overrides.extend(overrides)
@@ -79,10 +90,11 @@ def _is_user_error(err: Exception) -> bool:
     from vistune.model.base import BaseError
     from vistune.model.manifest import ManifestError
     from vistune.model.weight_files import WeightFileError
+    from vistune.serve import ServeError
     from vistune.train.config import ConfigError
 
-    return isinstance(err, (ManifestError, DataFileError, ConfigError, BaseError, WeightFileError, FileNotFoundError,
-                            FileExistsError))
+    return isinstance(err, (ManifestError, DataFileError, ConfigError, BaseError, WeightFileError, ServeError,
+                            FileNotFoundError, FileExistsError))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import vistune
 
 ROOT = Path(vistune.__file__).parent
 # Lowest first. `vistune` itself (constants) is the floor; `vistune.cli` (the command list) the roof.
-LAYERS = ["model", "data_prep", "perf", "eval", "train", "plan", "bench", "quickstart"]
+LAYERS = ["model", "data_prep", "perf", "eval", "train", "serve", "plan", "bench", "quickstart"]
 
 
 def _modules() -> dict[str, Path]:

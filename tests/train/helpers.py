@@ -41,3 +41,22 @@ def logits(model, batch: dict) -> torch.Tensor:
 def loss(model, batch: dict) -> float:
     _eval(model)
     return float(model(**batch).loss)
+
+
+HUB_PREFIXES = ("language_model.model.", "language_model.lm_head.", "vision_tower.vision_model.",
+                "multi_modal_projector.", "image_newline")
+
+
+def assert_hub_layout(export) -> set[str]:
+    """Every weight of an export under a llava-hf hub name (the names vLLM reads); returns the prefixes seen."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    keys = []
+    for path in sorted(Path(export).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            keys += list(f.keys())
+    off = [k for k in keys if not k.startswith(HUB_PREFIXES)]
+    assert keys and not off, f"weights outside the hub layout: {off[:5]}"
+    return {p for p in HUB_PREFIXES if any(k.startswith(p) for k in keys)}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.train.conftest import TINY, subprocess_env, tiny_overrides
-from tests.train.helpers import fixed_batch, logits
+from tests.train.helpers import assert_hub_layout, fixed_batch, logits
 from vistune.model import load_trained
 from vistune.train.config import load_config
 from vistune.train.engine import train
@@ -52,6 +52,7 @@ def test_llava_next_export_loads_in_plain_transformers_with_equal_logits(mode, n
     out = export(result.output_dir, tmp_path / "export", mode=mode, dtype="float32")
     assert '"model_type": "llava_next"' in (out / "config.json").read_text()
     assert "LlavaNextForConditionalGeneration.from_pretrained" in (out / "README.md").read_text()
+    assert "image_newline" in assert_hub_layout(out)
     torch.save(batch, tmp_path / "batch.pt")
     proc = subprocess.run([sys.executable, str(HELPER), str(out), mode, str(tmp_path / "batch.pt"),
                            str(tmp_path / "logits.pt")], env=subprocess_env(), capture_output=True, text=True,

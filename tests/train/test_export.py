@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.train.conftest import TINY, assert_export_logits, tiny_overrides
-from tests.train.helpers import fixed_batch, logits
+from tests.train.helpers import assert_hub_layout, fixed_batch, logits
 from vistune.model import load_trained
 from vistune.train.config import load_config
 from vistune.train.engine import train
@@ -42,6 +42,10 @@ def test_export_round_trip_in_a_fresh_process(mode, lora_run, tmp_path):
         assert not cfg.get("modules_to_save")
     readme = (out / "README.md").read_text()
     assert "LlavaForConditionalGeneration.from_pretrained" in readme and "vllm serve" in readme
+    assert "## Verified" in readme and "vLLM 0.32.0" in readme
+    # the tiny Llama's embeddings are untied: lm_head is written under its hub name
+    assert assert_hub_layout(out) == {"language_model.model.", "language_model.lm_head.", "vision_tower.vision_model.",
+                                      "multi_modal_projector."}
 
     assert_export_logits(out, mode, batch, expected, tmp_path, atol=1e-4)
 
@@ -68,5 +72,29 @@ def test_qlora_exports_onto_its_dequantised_base(shapes, tmp_path):
     batch.pop("labels")
     export(run, tmp_path / "merged", mode="merged", dtype="float32")
     assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())["text_config"]
+    assert_hub_layout(tmp_path / "merged")
     merged = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32)
     torch.testing.assert_close(logits(merged, batch), logits(trained, batch), rtol=0, atol=1e-4)
+
+
+def test_source_only_config_keys_are_dropped(tmp_path):
+    """A GGUF-sourced LLM's `quantization_config` (weights dequantised on load) never reaches an export's config."""
+    from vistune.train.hub_layout import clean_config
+
+    gguf = {"quant_method": "gguf", "gguf_file": "smollm2.gguf"}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "text_config": {
+        "model_type": "llama", "quantization_config": gguf, "hidden_size": 576}, "vision_config": {"hidden_size": 64}}))
+    assert clean_config(tmp_path) == ["text_config.quantization_config"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["text_config"] == {"model_type": "llama", "hidden_size": 576}
+
+
+def test_hub_names_move_only_the_tower():
+    from vistune.train.hub_layout import hub_name
+
+    assert hub_name("vision_tower.embeddings.patch_embedding.weight") == \
+        "vision_tower.vision_model.embeddings.patch_embedding.weight"
+    assert hub_name("vision_tower.vision_model.post_layernorm.bias") == "vision_tower.vision_model.post_layernorm.bias"
+    for key in ("language_model.model.norm.weight", "language_model.lm_head.weight", "image_newline",
+                "multi_modal_projector.linear_1.weight"):
+        assert hub_name(key) == key

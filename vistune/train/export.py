@@ -4,6 +4,7 @@ merged:    one Llava (or LlavaNext / LlavaOnevision) directory, LoRA folded into
 base+lora: the base Llava directory with the trained projector baked in, plus `adapter/` (LoRA weights only)
            inside it: the layout vLLM serves with `--enable-lora`.
 A QLoRA run is exported on its dequantised base (the weights it was trained against), never re-quantised.
+Weights are written in the llava-hf hub layout and the config describes them as written (hub_layout.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import yaml
 
 MODES = ("merged", "base+lora")
+# The vLLM release vistune's CI serves every kind of export with (scripts/setup_serve.sh installs it).
+VLLM_TESTED = "0.32.0"
 
 
 def export(run: str | Path, out: str | Path, mode: str = "merged", dtype: str = "bfloat16") -> Path:
@@ -23,6 +26,7 @@ def export(run: str | Path, out: str | Path, mode: str = "merged", dtype: str = 
     from vistune.model.compose import torch_dtype
     from vistune.model.load import load_trained
     from vistune.model.manifest import write_manifest
+    from vistune.train.hub_layout import clean_config, write_hub_layout
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -42,6 +46,8 @@ def export(run: str | Path, out: str | Path, mode: str = "merged", dtype: str = 
     llava.config.text_config.use_cache = True
     out.mkdir(parents=True, exist_ok=True)
     llava.save_pretrained(str(out))
+    write_hub_layout(out)
+    dropped = clean_config(out)
     processor.save_pretrained(str(out))
     if has_adapter and mode == "base+lora":
         shutil.copytree(run / "adapter", out / "adapter")
@@ -51,7 +57,8 @@ def export(run: str | Path, out: str | Path, mode: str = "merged", dtype: str = 
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     base = json.loads((run / "base.json").read_text()) if (run / "base.json").is_file() else {}
     info = {**base, "exported_from": str(run.resolve()), "export_mode": mode, "export_dtype": dtype,
-            "weights": "full", "load_in_4bit": False, "template": template}
+            "weights": "full", "load_in_4bit": False, "template": template,
+            "dropped_config_keys": dropped}
     (out / "base.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "README.md").write_text(model_card(run, out, mode, info, has_adapter, type(llava).__name__))
     write_manifest(out, extra={"base": info})
@@ -92,5 +99,24 @@ def model_card(run: Path, out: Path, mode: str, info: dict, has_adapter: bool,
     else:
         lines += [f"vllm serve {out}"]
     lines += ["```", "", "The adapter (if any) holds LoRA weights only; the trained projector is baked into the base "
-              "weights, since vLLM refuses adapters with `modules_to_save`.", ""]
+              "weights, since vLLM refuses adapters with `modules_to_save`. `vistune serve` starts the same server "
+              "with these flags filled in.", "", *verified_lines(info)]
     return "\n".join(lines)
+
+
+def verified_lines(info: dict) -> list[str]:
+    """The card's "Verified" section: what vistune checks about exports like this one, with which versions."""
+    import transformers
+
+    dropped = ", ".join(f"`{k}`" for k in info.get("dropped_config_keys", [])) or "none"
+    return [
+        "## Verified", "",
+        "- weights in the llava-hf hub layout (`language_model.model.*`, `language_model.lm_head.*`, "
+        "`vision_tower.vision_model.*`, `multi_modal_projector.*`, `image_newline`); config keys of the source "
+        f"weights dropped: {dropped}",
+        f"- written with transformers {transformers.__version__}; vistune's tests load exports of this kind in "
+        "plain transformers / PEFT in a fresh process and compare logits with the trained model's",
+        f"- vistune's CI serves merged and base+lora exports with vLLM {VLLM_TESTED} (CPU build, "
+        "`scripts/setup_serve.sh`, whose `vllm` program cannot start: use `vistune serve`) and checks that its greedy "
+        "answers through the chat template equal `vistune eval run`'s (transformers)", "",
+    ]
