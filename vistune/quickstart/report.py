@@ -138,6 +138,11 @@ def closing_table(summary: dict) -> str:
         lines += ["", *_table(["preference pairs", "before prefer", "after prefer"],
                               [[k, f"{pick(p['accuracy_before'], k):.2f}", f"{pick(p['accuracy_after'], k):.2f}"]
                                for k in kinds])]
+    if "rl" in summary:  # stage rl: held-out accuracy on the rl questions before and after it, per type
+        r = summary["rl"]
+        lines += ["", *_table(["rl questions", "before rl", "after rl"],
+                              [[k, f"{r['accuracy_before'].get(k, 0):.2f}", f"{r['accuracy_after'].get(k, 0):.2f}"]
+                               for k in r["accuracy_after"]])]
     times = summary["wall_seconds"]
     lines += ["", *_table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in times.items()])]
     return "\n".join(lines)
