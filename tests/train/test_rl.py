@@ -172,3 +172,31 @@ def test_builtin_rewards_score_with_the_reference_normalisation():
     assert choice(["B", "B. a cat", "The answer is C.", "A"], ["B", "B", "C", "maybe"]) == [1.0, 1.0, 1.0, None]
     assert format_reward()(["red", "a red circle shape", "red\nblue", ""]) == [1.0, 0.0, 0.0, 0.0]
     assert format_reward(r"[A-D]")(["B", "B.", " C "]) == [1.0, 0.0, 1.0]
+
+
+def test_full_rl_without_a_reference_trains_the_llm(shapes, questions, instruct_run, tmp_path):
+    out = tmp_path / "full"
+    result = train(_config(shapes, out, instruct_run, **{"method": "full", "save_steps": 0, "optim.lr": 1e-3,
+                                                         "rl.rewards": "[tests.train.rl_rewards:length]",
+                                                         "rl.reward_weights": "[]"}))
+    assert result.status == "done" and (out / "model.safetensors").is_file()
+    assert json.loads((out / "base.json").read_text())["weights"] == "full"
+    start, _, _ = load_trained(instruct_run, merge=True)
+    trained, _, _ = load_trained(out)
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(dict(trained.named_parameters())[name], dict(start.named_parameters())[name])
+    assert all(torch.equal(a, b) for a, b in zip(trained.model.vision_tower.parameters(),
+                                                 start.model.vision_tower.parameters(), strict=True))
+    with pytest.raises(ConfigError, match="rl.beta=0"):
+        train(_config(shapes, tmp_path / "full-kl", instruct_run, **{"method": "full", "rl.beta": 0.1}))
+
+
+def test_qlora_rl_from_an_export(shapes, questions, instruct_run, tmp_path):
+    from vistune.train.export import export
+
+    start = export(instruct_run, tmp_path / "start", mode="merged", dtype="float32")
+    out = tmp_path / "run"
+    result = train(_config(shapes, out, instruct_run, **{"method": "qlora", "rl.start": start, "save_steps": 0,
+                                                         "optim.max_steps": 2}))
+    assert result.status == "done" and len((out / "log.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "base.json").read_text())["load_in_4bit"] is True
