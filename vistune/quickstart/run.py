@@ -51,7 +51,7 @@ class QuickstartSettings:
             self.images, self.clip_steps, self.llm_steps = 200, 30, 30
             self.align_steps, self.instruct_steps, self.eval_points = 10, 10, 2
             self.prefer_pairs, self.prefer_steps = 64, 6
-            self.rl_questions, self.rl_steps = 64, 4
+            self.rl_questions, self.rl_steps = 64, 5  # one log line (logging_steps 5)
 
 
 class PhaseTimer:
