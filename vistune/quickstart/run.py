@@ -40,7 +40,7 @@ class QuickstartSettings:
     prefer_steps: int = 240  # stage 3 optimizer steps (16 pairs each: 6.4 epochs of the 600 pairs)
     rl: bool = False  # also run stage rl (GRPO with the exact-answer reward on new questions) after instruct
     rl_questions: int = 800  # synthetic rl questions to train on (held-out questions: half of that, >= 40)
-    rl_steps: int = 100  # stage rl optimizer steps (4 questions x 8 completions each)
+    rl_steps: int = 300  # stage rl optimizer steps (4 questions x 8 completions each)
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
@@ -51,7 +51,7 @@ class QuickstartSettings:
             self.images, self.clip_steps, self.llm_steps = 200, 30, 30
             self.align_steps, self.instruct_steps, self.eval_points = 10, 10, 2
             self.prefer_pairs, self.prefer_steps = 64, 6
-            self.rl_questions, self.rl_steps = 64, 5  # one log line (logging_steps 5)
+            self.rl_questions, self.rl_steps = 64, 10  # one log line (logging_steps 10)
 
 
 class PhaseTimer:
