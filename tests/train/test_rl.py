@@ -200,3 +200,33 @@ def test_qlora_rl_from_an_export(shapes, questions, instruct_run, tmp_path):
                                                          "optim.max_steps": 2}))
     assert result.status == "done" and len((out / "log.jsonl").read_text().splitlines()) == 2
     assert json.loads((out / "base.json").read_text())["load_in_4bit"] is True
+
+
+@pytest.mark.slow
+def test_two_zero2_processes_see_the_one_process_prompts_and_rewards(shapes, questions, instruct_run, tmp_path):
+    """Two ZeRO-2 processes (4 completions each) against one process (8) at equal global batch, with near-greedy
+    rollouts (temperature 1e-3) so both draw the same completions: every step has the same prompts, the same
+    gathered rewards and completion lengths, and the same loss (0: a group of equal completions has no advantage;
+    TRL samples each rank with its own seed, so at temperature 1 the rollouts, and the losses, differ by design)."""
+    import subprocess
+
+    from tests.train.conftest import REPO, subprocess_env
+
+    run = {"optim.max_steps": 3, "save_steps": 0, "rl.temperature": 1e-3, "rl.rewards": "[exact, format]"}
+    single = tmp_path / "single"
+    train(_config(shapes, single, instruct_run, **run))
+    out = tmp_path / "zero2"
+    cmd = ["deepspeed", "--num_gpus", "2", "--no_local_rank", "--module", "vistune.cli", "train",
+           str(TINY / "rl_lora.yaml"), *tiny_overrides(shapes, out, "rl.json", **{
+               **RL, **run, "rl.start": instruct_run, "optim.per_device_batch_size": 4,
+               "deepspeed": REPO / "configs" / "deepspeed" / "zero2.json"})]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    keys = ("loss", "reward", "rewards/exact/mean", "rewards/format/mean", "completions/mean_length")
+    expected, got = (
+        [{k: e[k] for k in keys} for e in map(json.loads, (o / "log.jsonl").read_text().splitlines())]
+        for o in (single, out))
+    assert len(expected) == len(got) == 3
+    for a, b in zip(expected, got):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -40,7 +40,7 @@ class QuickstartSettings:
     prefer_steps: int = 240  # stage 3 optimizer steps (16 pairs each: 6.4 epochs of the 600 pairs)
     rl: bool = False  # also run stage rl (GRPO with the exact-answer reward on new questions) after instruct
     rl_questions: int = 800  # synthetic rl questions to train on (held-out questions: half of that, >= 40)
-    rl_steps: int = 300  # stage rl optimizer steps (4 questions x 8 completions each)
+    rl_steps: int = 600  # stage rl optimizer steps (4 questions x 8 completions each; 3 epochs of 800 questions)
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
