@@ -17,7 +17,7 @@ TYPES = ("colour", "count", "position", "shape")
 def quickstart(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
     env = {**os.environ, "VISTUNE_CACHE": str(out / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "vistune.cli", "quickstart", "--fast", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "vistune.cli", "quickstart", "--fast", "--rl", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
@@ -73,3 +73,20 @@ def test_every_artifact_exists_and_loads_with_plain_transformers(quickstart):
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0 and "LlavaForConditionalGeneration" in loaded.stdout, loaded.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_rl_reports_heldout_accuracy_before_and_after_per_type(quickstart):
+    """--rl: stage rl from the stage-2 run; held-out accuracy per type before / after it in summary.json, the
+    closing table and plots/rl.png; the before column is the stage-2 model's own accuracy on those questions."""
+    out, stdout = quickstart
+    summary = json.loads((out / "summary.json").read_text())
+    rl = summary["rl"]
+    assert set(rl["accuracy_before"]) == set(rl["accuracy_after"]) == {*TYPES, "overall"}
+    assert rl["heldout_questions"] == 40 and {"rl_data", "eval_rl_before", "rl", "eval_rl_after"} <= set(
+        summary["wall_seconds"])
+    before = json.loads((out / "eval" / "rl_before" / "metrics.json").read_text())["metrics"]
+    assert rl["accuracy_before"]["overall"] == round(before["accuracy"] / 100, 4)
+    log = [json.loads(line) for line in (out / "runs" / "rl" / "log.jsonl").read_text().splitlines()]
+    assert len(log) >= 1 and all("rewards/exact/mean" in e and "completions/mean_length" in e for e in log)
+    assert "before rl" in stdout and (out / "plots" / "rl.png").stat().st_size > 1000

@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     y.add_argument("--height", type=int, default=32, help="detail: canvas height")
     y.add_argument("--prefer", type=int, default=0, metavar="N",
                    help="shapes: also write N preference pairs (prefer.json, + prefer_heldout.json) for stage prefer")
+    y.add_argument("--rl", type=int, default=0, metavar="N",
+                   help="shapes: also write N questions with exact answers (rl.json, + rl_heldout.json) for stage rl")
     y.set_defaults(func=_synth)
 
     p = sub.add_parser("preprocess-images", help="write every image padded to square and resized for the vision "
@@ -146,6 +148,11 @@ def _synth(args) -> int:
 
         paths.update(synthesize_preferences(args.out, n=args.prefer, seed=args.seed + 1,
                                             n_heldout=max(40, args.prefer // 3), image_size=args.image_size))
+    if args.rl:
+        from vistune.data_prep.synth_rl import synthesize_rl
+
+        paths.update(synthesize_rl(args.out, n=args.rl, seed=args.seed + 2, n_heldout=max(40, args.rl // 2),
+                                   image_size=args.image_size))
     for name, path in paths.items():
         print(f"{name:14s} {path}")
     return 0

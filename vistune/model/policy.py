@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-STAGES = ("align", "instruct", "prefer")
+STAGES = ("align", "instruct", "prefer", "rl")
 METHODS = ("lora", "qlora", "full")
 
 # Component of each parameter, read from its name inside LlavaForConditionalGeneration (PEFT-wrapped or not).
@@ -56,7 +56,7 @@ def apply_stage_policy(model: torch.nn.Module, stage: str, method: str = "lora",
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     lora = method in ("lora", "qlora")
-    trainable = set() if stage == "prefer" and lora else {"projector"}
+    trainable = set() if stage in ("prefer", "rl") and lora else {"projector"}
     mode = vision_mode(train_vision)
     if mode != "frozen":
         trainable.add("vision" if mode == "full" else "vision_lora")

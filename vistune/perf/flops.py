@@ -46,8 +46,8 @@ class Workload:
 
     @property
     def projector_trained(self) -> bool:
-        """prefer with LoRA trains the adapter only: the adapter-free network is its reference."""
-        return self.stage != "prefer" or self.method == "full"
+        """prefer / rl with LoRA train the adapter only: the adapter-free network is their reference."""
+        return self.stage not in ("prefer", "rl") or self.method == "full"
 
     @property
     def sequences_per_sample(self) -> int:

@@ -41,4 +41,8 @@ def _plan(args) -> int:
     if args.samples:
         inp = inp.replace(data=dataclasses.replace(inp.data, samples=args.samples))
     print(format_plan(plan(inp)))
+    if config.stage == "rl":
+        from vistune.plan.rollouts import rollout_cost
+
+        print(rollout_cost(config, args.gpus * args.nodes).line())
     return 0

@@ -44,6 +44,11 @@ KNOWN_DATASETS: dict[str, DatasetStats] = {
     # descriptions; per sequence: a ~20-token question + a ~150-token reply + template (estimate).
     "rlaif-v": DatasetStats("rlaif-v", 83_132, 220, 1.0, None, "RLAIF-V: ~220 text tokens per reply sequence, "
                             "one image per pair (estimate)"),
+    # configs/llava-1.5-7b/rl_lora.yaml's prompts: 20K GQA balanced-train questions written as {image, question,
+    # answer} rows (vistune's recipe choice); per prompt: a ~15-token question + the vicuna_v1 system prompt and
+    # scaffolding (estimate); the completions rl generates are counted by vistune.plan.rollouts.
+    "gqa-rl-20k": DatasetStats("gqa-rl-20k", 20_000, 60, 1.0, 120, "20K GQA questions as rl prompts: ~60 text "
+                               "tokens with the template, one image each (estimate)"),
     # LLaVA-NeXT-Data (lmms-lab/LLaVA-NeXT-Data): 779K records, mix665k-like conversations plus high-resolution
     # document / chart data; text length assumed as mix665k's.
     "llava-next-779k": DatasetStats(
@@ -55,7 +60,8 @@ KNOWN_DATASETS: dict[str, DatasetStats] = {
     ),
 }
 _FILE_NAMES = {"558k": "lcs-558k", "665k": "llava-mix665k", "779k": "llava-next-779k", "next_data": "llava-next-779k",
-               "ov_si": "llava-ov-si-3.2m", "3.2m": "llava-ov-si-3.2m", "rlaif": "rlaif-v"}
+               "ov_si": "llava-ov-si-3.2m", "3.2m": "llava-ov-si-3.2m", "rlaif": "rlaif-v",
+               "gqa_rl": "gqa-rl-20k"}
 
 
 def dataset_stats(path: str) -> DatasetStats:

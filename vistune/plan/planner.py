@@ -243,10 +243,15 @@ def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int 
 
     dtype = torch_dtype(config.model.dtype)
     work = Workload.of_run(config)
+    data = dataset_stats(config.data.path)
+    if config.stage == "rl":  # each prompt trains as rl.num_generations sequences: prompt + a completion
+        from vistune.plan.rollouts import completion_sequences
+
+        data = completion_sequences(data, config.rl.num_generations, config.rl.max_completion_length)
     inp = PlanInput(
         arch=anyres_arch(_arch(config), config),
         work=work,
-        data=dataset_stats(config.data.path),
+        data=data,
         gpu=gpu,
         model_name=config.model.base or config.model.preset or config.llm,
         max_length=config.data.max_length,

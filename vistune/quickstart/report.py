@@ -112,6 +112,39 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], chance: dict[str, float
     return _save(fig, out_dir / "accuracy.png")
 
 
+def read_rl_curves(log_jsonl: str | Path) -> dict[str, list]:
+    """{'step': [...], 'rewards/<name>/mean': [...], 'completions/mean_length': [...], 'kl': [...]} from a stage-rl
+    log.jsonl (each key only where every logged step has it)."""
+    path = Path(log_jsonl)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [r for r in rows if "reward" in r]
+    keys = [k for k in (rows[0] if rows else {}) if (k.startswith("rewards/") and k.endswith("/mean"))
+            or k in ("completions/mean_length", "kl", "clip_ratio/region_mean")]
+    return {"step": [r["step"] for r in rows], **{k: [r[k] for r in rows] for k in keys if all(k in r for r in rows)}}
+
+
+def plot_rl(curves: dict[str, list], out_dir: Path) -> Path:
+    """Stage rl against its step: each reward's mean (left), completion length (middle), KL and clip ratio
+    (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = [("reward (mean per function)", [k for k in curves if k.startswith("rewards/")]),
+              ("completion length (tokens)", ["completions/mean_length"]),
+              ("KL / clipped share", ["kl", "clip_ratio/region_mean"])]
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key in curves:
+                ax.plot(curves["step"], curves[key], lw=1.2, label=key.removeprefix("rewards/").removesuffix("/mean"))
+        ax.set(title=title, xlabel="rl step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out_dir / "rl.png")
+
+
 def _save(fig, path: Path) -> Path:
     """Lays out, writes (110 dpi) and closes one figure."""
     import matplotlib.pyplot as plt
@@ -138,6 +171,11 @@ def closing_table(summary: dict) -> str:
         lines += ["", *_table(["preference pairs", "before prefer", "after prefer"],
                               [[k, f"{pick(p['accuracy_before'], k):.2f}", f"{pick(p['accuracy_after'], k):.2f}"]
                                for k in kinds])]
+    if "rl" in summary:  # stage rl: held-out accuracy on the rl questions before and after it, per type
+        r = summary["rl"]
+        lines += ["", *_table(["rl questions", "before rl", "after rl"],
+                              [[k, f"{r['accuracy_before'].get(k, 0):.2f}", f"{r['accuracy_after'].get(k, 0):.2f}"]
+                               for k in r["accuracy_after"]])]
     times = summary["wall_seconds"]
     lines += ["", *_table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in times.items()])]
     return "\n".join(lines)

@@ -38,6 +38,9 @@ class QuickstartSettings:
     prefer: bool = False  # also run stage 3 (prefer: DPO on synthetic preference pairs) after instruct
     prefer_pairs: int = 600  # synthetic preference pairs to train on (held-out pairs: a third of that, >= 40)
     prefer_steps: int = 240  # stage 3 optimizer steps (16 pairs each: 6.4 epochs of the 600 pairs)
+    rl: bool = False  # also run stage rl (GRPO with the exact-answer reward on new questions) after instruct
+    rl_questions: int = 800  # synthetic rl questions to train on (held-out questions: half of that, >= 40)
+    rl_steps: int = 600  # stage rl optimizer steps (4 questions x 8 completions each; 3 epochs of 800 questions)
     extra: dict = field(default_factory=dict)  # more key=value overrides for both stages
 
     def __post_init__(self) -> None:
@@ -48,6 +51,7 @@ class QuickstartSettings:
             self.images, self.clip_steps, self.llm_steps = 200, 30, 30
             self.align_steps, self.instruct_steps, self.eval_points = 10, 10, 2
             self.prefer_pairs, self.prefer_steps = 64, 6
+            self.rl_questions, self.rl_steps = 64, 10  # one log line (logging_steps 10)
 
 
 class PhaseTimer:
@@ -93,6 +97,7 @@ def run_quickstart(s: QuickstartSettings) -> dict:
     with timer("eval_instruct"):
         after_instruct = _evaluate(runs / "instruct", data["heldout"], out / "eval" / "instruct", template)
     prefer = _prefer(s, out, parts, template, timer) if s.prefer else None
+    rl = _rl(s, out, parts, template, timer) if s.rl else None
     with timer("export"):
         from vistune.train.export import export
 
@@ -123,8 +128,32 @@ def run_quickstart(s: QuickstartSettings) -> dict:
         summary["accuracy"]["after_prefer"] = _fractions(prefer.pop("shapes"), "accuracy")
         summary["preference"] = prefer
         summary["artifacts"]["prefer_run"] = str(runs / "prefer")
+    if rl is not None:
+        summary["rl"] = rl
+        summary["artifacts"]["rl_run"] = str(runs / "rl")
     write_outputs(summary, out, pretrain_losses, runs)
     return summary
+
+
+def _rl(s: QuickstartSettings, out: Path, parts: list[str], template: str, timer: PhaseTimer) -> dict:
+    """Stage rl on new synthetic questions (exact-answer reward); held-out accuracy per question type before
+    (the stage-2 model) and after, on questions whose images no stage has seen."""
+    from vistune.data_prep.synth_rl import synthesize_rl
+    from vistune.quickstart.summary import _fractions
+
+    runs = out / "runs"
+    with timer("rl_data"):
+        data = synthesize_rl(out / "data", n=s.rl_questions, seed=s.seed + 2, n_heldout=max(40, s.rl_questions // 2))
+    with timer("eval_rl_before"):
+        before = _evaluate(runs / "instruct", str(data["rl_heldout"]), out / "eval" / "rl_before", template)
+    with timer("rl"):
+        _train("rl.yaml", parts + [f"data.path={data['rl']}", f"data.image_root={out / 'data'}",
+                                   f"data.template={template}", f"rl.start={runs / 'instruct'}",
+                                   f"output_dir={runs / 'rl'}", f"optim.max_steps={s.rl_steps}"])
+    with timer("eval_rl_after"):
+        after = _evaluate(runs / "rl", str(data["rl_heldout"]), out / "eval" / "rl_after", template)
+    return {"heldout_questions": int(after.get("count", 0)), "accuracy_before": _fractions(before, "accuracy"),
+            "accuracy_after": _fractions(after, "accuracy")}
 
 
 def _prefer(s: QuickstartSettings, out: Path, parts: list[str], template: str, timer: PhaseTimer) -> dict:

@@ -10,8 +10,10 @@ from vistune.quickstart.report import (
     plot_accuracy,
     plot_accuracy_by_step,
     plot_losses,
+    plot_rl,
     read_eval,
     read_losses,
+    read_rl_curves,
     write_report,
 )
 
@@ -51,10 +53,13 @@ def write_outputs(summary: dict, out: Path, pretrain_losses: dict[str, list[floa
     summary["accuracy_by_step"] = {"instruct": by_step}
     if by_step["step"]:
         plots.append(plot_accuracy_by_step(by_step, summary["chance"], out / "plots"))
+    rl_curves = read_rl_curves(runs / "rl" / "log.jsonl") if "rl" in summary else {"step": []}
+    if rl_curves["step"]:
+        plots.append(plot_rl(rl_curves, out / "plots"))
     summary["artifacts"].update({"plots": [str(p) for p in plots], "report": str(out / "report.md"),
                                  "summary": str(out / "summary.json")})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(summary, out, [p for p in plots if p.name in ("loss_curves.png", "accuracy.png", "accuracy_steps.png")])
+    write_report(summary, out, [p for p in plots if p.name in ("loss_curves.png", "accuracy.png", "accuracy_steps.png", "rl.png")])
     print("\n" + closing_table(summary))
     demo = summary["demo"]
     print(f"\nexported model, held-out question: {demo['question']!r} -> {demo['answer']!r} "

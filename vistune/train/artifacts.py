@@ -72,7 +72,7 @@ def base_record(config, model) -> dict:
 
     qlora = config.stage != "align" and config.method == "qlora"
     weights = "projector" if config.stage == "align" else "full" if config.method == "full" else "adapter"
-    start = config.preference.start if config.stage == "prefer" else ""
+    start = config.start
     if config.model.base and not start:  # the base rebuilds the model; its adapter (continued) is replaced by the run's own
         lora = config.stage == "instruct" and config.method in ("lora", "qlora")
         return {

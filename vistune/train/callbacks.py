@@ -24,6 +24,12 @@ _KEEP = ("loss", "learning_rate", "grad_norm", "epoch", "skipped_steps")  # skip
 # reference-free ORPO / SimPO beta * mean token log-prob), and the NLL term of ORPO / SimPO's loss
 PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                    "logps/rejected", "nll_loss")
+# the rl stage's metrics, as TRL's GRPOTrainer names them: the weighted reward, each reward function's mean / std
+# (rewards/<name>/mean), completion lengths and the share cut at max_completion_length, KL to the reference (beta
+# > 0), token entropy and the share of tokens whose importance ratio was clipped
+RL_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length",
+           "completions/clipped_ratio", "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean")
+RL_PREFIXES = ("rewards/",)
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -54,7 +60,8 @@ class JsonlLogCallback(TrainerCallback):
         now = time.perf_counter()
         steps = state.global_step - self._last_step
         elapsed = now - (self._last_time or now)
-        entry = {"step": state.global_step, **{k: _num(logs[k]) for k in _KEEP + PREFERENCE_KEYS if k in logs}}
+        entry = {"step": state.global_step, **{k: _num(v) for k, v in logs.items()
+                                               if k in _KEEP + PREFERENCE_KEYS + RL_KEYS or k.startswith(RL_PREFIXES)}}
         entry["lr"] = entry.pop("learning_rate", None)
         entry.update({k: _num(v) for k, v in logs.items() if k.startswith("lr_")})  # each parameter group's rate
         entry["samples_per_s"] = round(steps * self.global_batch / elapsed, 3) if elapsed > 0 and steps else None

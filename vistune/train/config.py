@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-STAGES = ("align", "instruct", "prefer")
+STAGES = ("align", "instruct", "prefer", "rl")
 PREFERENCE_LOSSES = ("sigmoid", "ipo", "orpo", "simpo")
+RL_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")  # TRL GRPOConfig.loss_type names
 METHODS = ("lora", "qlora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -136,14 +137,37 @@ class PreferenceConfig:
 
 
 @dataclass
+class RLConfig:
+    """Stage rl: online RL with verifiable rewards (TRL's GRPOTrainer; see vistune.train.rl)."""
+
+    start: str = ""  # stage-2 run / checkpoint dir or vistune export to start from; "" = compose from model.*
+    loss_type: str = "dapo"  # grpo, dr_grpo, dapo or bnpo (TRL's GRPOConfig.loss_type; how token losses are averaged)
+    num_generations: int = 8  # completions sampled per prompt (the group whose rewards are normalised)
+    beta: float = 0.0  # KL weight to the start model; 0 = no reference model (no reference forward)
+    max_completion_length: int = 16  # tokens a completion may take
+    temperature: float = 1.0  # sampling temperature of the rollouts
+    top_p: float = 1.0  # nucleus sampling of the rollouts
+    epsilon: float = 0.2  # PPO clip range of the importance ratio
+    rewards: list[str] = field(default_factory=lambda: ["exact"])  # built-in (exact, number, choice, format) or
+    # module:function with TRL's reward signature (prompts, completions, completion_ids, **columns) -> list[float]
+    reward_weights: list[float] = field(default_factory=list)  # one weight per reward; [] = all 1
+    format_regex: str = ""  # the format reward: completions must fullmatch this; "" = a single short line
+    format_max_words: int = 3  # the format reward without a regex: at most this many words on one line
+    use_vllm: bool = False  # GPU only: rollouts by vLLM inside the training process (TRL's colocate mode)
+    vllm_gpu_memory_utilization: float = 0.3  # colocate mode: share of GPU memory vLLM may take
+
+
+@dataclass
 class RunConfig:
-    stage: str = "instruct"  # align (projector only), instruct (LoRA / QLoRA / full + projector) or prefer (DPO family)
+    stage: str = "instruct"  # align (projector only), instruct (LoRA / QLoRA / full + projector), prefer (DPO
+    # family) or rl (GRPO family, online with verifiable rewards)
     method: str = "lora"  # instruct / prefer method: lora, qlora (4-bit NF4 LLM + LoRA) or full; ignored for align
     model: ModelConfig = field(default_factory=ModelConfig)  # which parts are composed, and how
     data: DataConfig = field(default_factory=DataConfig)  # what is trained on
     lora: LoraConfig = field(default_factory=LoraConfig)  # adapter settings for lora / qlora
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation hyper-parameters
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # the prefer stage's start and loss
+    rl: RLConfig = field(default_factory=RLConfig)  # the rl stage's start, rollouts and rewards
     deepspeed: str | None = None  # DeepSpeed JSON config (configs/deepspeed/zero2.json ...); None = plain DDP
     output_dir: str = "runs/default"  # where outputs, checkpoints and log.jsonl go
     save_steps: int = 500  # checkpoint every N optimizer steps (0 = only at the end)
@@ -173,6 +197,8 @@ class RunConfig:
         if self.preference.loss == "orpo" and self.preference.sft_weight != 0:
             raise ConfigError("preference.sft_weight: ORPO's loss already holds the NLL term on the chosen reply "
                               "(weight 1); set sft_weight: 0 and weigh the odds-ratio term with preference.beta")
+        if self.stage == "rl":
+            _check_rl(self.rl)
         for key in ("data.packing", "optim.gradient_checkpointing", "optim.liger"):
             _auto_or_bool(self, key)
         if self.optim.checkpoint_layers < 0:
@@ -194,6 +220,11 @@ class RunConfig:
             if self.model.preset not in MODEL_PRESETS:
                 raise ConfigError(f"model.preset {self.model.preset!r} is unknown{_suggest(self.model.preset, MODEL_PRESETS)}")
         return self
+
+    @property
+    def start(self) -> str:
+        """The trained model a later stage starts from (preference.start / rl.start), "" otherwise."""
+        return {"prefer": self.preference.start, "rl": self.rl.start}.get(self.stage, "")
 
     @property
     def vision(self) -> str:
@@ -254,6 +285,25 @@ def _check_evals(entries: list[EvalConfig]) -> None:
             raise ConfigError(f"{where}: every >= 0, limit >= 1, batch_size >= 1 and max_new_tokens >= 1")
         if labels.count(e.label) > 1:
             raise ConfigError(f"{where}: two eval entries log as eval/{e.label}/...; give one a distinct name")
+
+
+def _check_rl(rl: RLConfig) -> None:
+    from vistune.train.rewards import check_reward_names
+
+    _choice("rl.loss_type", rl.loss_type, RL_LOSSES)
+    if rl.num_generations < 2:
+        raise ConfigError("rl.num_generations must be >= 2 (rewards are normalised within each prompt's group)")
+    if rl.max_completion_length < 1 or rl.temperature <= 0 or not 0 < rl.top_p <= 1 or rl.beta < 0:
+        raise ConfigError("rl: max_completion_length >= 1, temperature > 0, 0 < top_p <= 1 and beta >= 0")
+    if not rl.rewards:
+        raise ConfigError("rl.rewards is empty: name at least one (exact, number, choice, format or module:function)")
+    if rl.reward_weights and len(rl.reward_weights) != len(rl.rewards):
+        raise ConfigError(f"rl.reward_weights has {len(rl.reward_weights)} weights for {len(rl.rewards)} rewards "
+                          f"({', '.join(rl.rewards)}): give one per reward, or none")
+    try:
+        check_reward_names(rl.rewards)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _vision_mode(value) -> str:

@@ -118,12 +118,18 @@ class _Stage2:
         )
 
 
-def _prefer_stage(config: RunConfig):
-    if config.stage != "prefer":
-        return None
-    from vistune.train import prefer
+def _trl_stage(config: RunConfig):
+    """The module of a stage built on a TRL trainer (prefer: vistune.train.prefer, rl: vistune.train.rl), else
+    None (align / instruct: HF Trainer's causal-LM loss)."""
+    if config.stage == "prefer":
+        from vistune.train import prefer
 
-    return prefer
+        return prefer
+    if config.stage == "rl":
+        from vistune.train import rl
+
+        return rl
+    return None
 
 
 def resolve_resume(config: RunConfig, is_main: bool, barrier) -> Path | None:
@@ -156,8 +162,8 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     preflight(config)  # fails within seconds when the machine lacks what the config asks for
     set_seed(config.seed)  # identical on every rank: ZeRO-3 partitions each rank's own copy
     skips = SkipLog()
-    prefer = _prefer_stage(config)  # vistune.train.prefer for stage prefer (TRL's DPOTrainer), else None
-    built = (prefer or _Stage2).build_run(config, skips)  # resolves the auto switches on the way
+    stage = _trl_stage(config)  # vistune.train.prefer / vistune.train.rl (TRL's trainers), else None
+    built = (stage or _Stage2).build_run(config, skips)  # resolves the auto switches on the way
     model, processor, dataset, collator = built.model, built.processor, built.dataset, built.collator
     _say("trainable parameters:\n" + format_parameter_table(count_parameters(model)))
     _say(f"dataset: {len(dataset)} samples from {config.data.path}" + (f"; {skips.summary()}" if len(skips) else ""))
@@ -165,7 +171,7 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         _say(decision.line())
     config_yaml = config_header(built.decisions) + config.to_yaml()
 
-    args = training_arguments(config, **(prefer.dpo_arguments(config) if prefer else {}))  # sets up the process group
+    args = training_arguments(config, **(stage.trainer_arguments(config) if stage else {}))  # sets up the process group
     is_main = args.should_save
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -174,15 +180,16 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     stream = _stream_position(config, dataset, args)
     signals = SignalCallback().install()
-    meter = meter_for(model, config, device_peak(quick=True).flops_per_s)  # tokens/s and MFU in log.jsonl
+    # tokens/s and MFU in log.jsonl; rl's batches are prompt rows whose tokens are generated inside the step
+    meter = meter_for(model, config, device_peak(quick=True).flops_per_s) if config.stage != "rl" else None
     live_eval = _live_eval(config, processor)
-    trainer = (prefer or _Stage2).make_trainer(
+    trainer = (stage or _Stage2).make_trainer(
         config,
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), meter, signals, *training_callbacks(config),
+        callbacks=[JsonlLogCallback(out / LOG_FILE, global_batch, meter), *([meter] if meter else []), signals, *training_callbacks(config),
                    *([stream] if stream else []), *live_eval, *(callbacks or [])],
         meter=meter,
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config_yaml,

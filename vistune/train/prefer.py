@@ -38,13 +38,13 @@ REFERENCE_FREE = ("orpo", "simpo")  # TRL's experimental ORPO / CPO trainers (vi
 
 
 def check(config: RunConfig) -> None:
-    if config.preference.start and config.model.base:
-        raise ConfigError("preference.start and model.base both name the start model: give one")
+    if config.start and config.model.base:
+        raise ConfigError(f"{config.stage}'s start and model.base both name the start model: give one")
 
 
 def start_template(config: RunConfig) -> None:
     """data.template 'auto' -> the template the start model was trained with (its base.json), if it names one."""
-    start = config.preference.start
+    start = config.start
     if config.data.template != "auto" or not start or not (Path(start) / "base.json").is_file():
         return
     template = json.loads((Path(start) / "base.json").read_text()).get("template")
@@ -59,8 +59,8 @@ def build_model(config: RunConfig):
 
     check(config)
     start_template(config)
-    if config.preference.start:
-        model, processor = load_start(config.preference.start, config.model.dtype, load_in_4bit=uses_4bit(config),
+    if config.start:  # preference.start, or rl.start (vistune.train.rl builds its model here too)
+        model, processor = load_start(config.start, config.model.dtype, load_in_4bit=uses_4bit(config),
                                       attn_implementation=attention_implementation(config))
         from vistune.train.build import chat_template_of
 
@@ -76,12 +76,12 @@ def build_model(config: RunConfig):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.optim.gradient_checkpointing is True)
     if not uses_lora(config):  # full: LLM (+ projector) train; the reference is TRL's frozen copy of the start
-        apply_stage_policy(model, "prefer", "full", train_vision=config.model.train_vision)
+        apply_stage_policy(model, config.stage, "full", train_vision=config.model.train_vision)
     model.train()
     return model, processor
 
 
-def dpo_arguments(config: RunConfig) -> dict:
+def trainer_arguments(config: RunConfig) -> dict:
     """The engine's training_arguments as the TRL config class of `preference.loss`, with its loss fields."""
     p = config.preference
     if p.loss in REFERENCE_FREE:

@@ -150,9 +150,9 @@ def check_config(config, bf16_min_speed_ratio: float = BF16_MIN_SPEED_RATIO) -> 
                 "pip install flash-attn, or set model.attn_implementation=sdpa",
             )
         )
-    start = config.preference.start if config.stage == "prefer" else ""
+    start = config.start
     if start and not Path(start).is_dir():
-        problems.append(Problem(f"preference.start {start!r} is not a run, checkpoint or export directory",
+        problems.append(Problem(f"{config.stage}'s start {start!r} is not a run, checkpoint or export directory",
                                 "train stage instruct first (or export it), or fix the path"))
     if (config.optim.liger is True or config.optim.cross_entropy == "liger") and not liger_available():
         problems.append(Problem("Liger kernels requested but liger-kernel is not installed (or there is no GPU)",
