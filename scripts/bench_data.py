@@ -20,14 +20,14 @@ from vistune.bench.data import env_for, memory, peak_rss, python, write_llava_li
 
 TOWER = "from vistune.model.tiny import TinySpec, ensure_tiny_parts; " \
         "V, L = ensure_tiny_parts(TinySpec(image_size=96, patch_size=4, max_positions=2048)); "
-TEXT_SIDE = "from vistune.data_prep.text_side import TextSide, _tokenizer; " \
+TEXT_SIDE = "from vistune.data_prep.text.text_side import TextSide, _tokenizer; " \
             "from vistune.model.compose import add_special_tokens; " + TOWER + \
             "tok = _tokenizer(str(L)); add_special_tokens(tok); "
 
 COLD = TEXT_SIDE + """
 import time, sys
 from vistune.data_prep import get_template
-from vistune.data_prep.cache import ensure_cache, CachedTable
+from vistune.data_prep.store.cache import ensure_cache, CachedTable
 t = time.time()
 d = ensure_cache(sys.argv[1], tok, get_template('vicuna_v1'), num_image_tokens=576, max_length=2048, progress=True)
 print('BUILD', time.time() - t, len(CachedTable(d)))
@@ -40,7 +40,7 @@ t = time.time()
 from torch.utils.data import DataLoader
 from vistune.model import build_llava
 from vistune.data_prep import DataCollator, LengthGroupedSampler, get_template
-from vistune.data_prep.cached_dataset import CachedDataset
+from vistune.data_prep.batching.cached_dataset import CachedDataset
 _, proc = build_llava(str(V), str(L))
 ds = CachedDataset(sys.argv[1], proc, get_template('vicuna_v1'), image_root=sys.argv[2], num_image_tokens=576,
                    max_length=2048)

@@ -1,7 +1,7 @@
 """Pretrains the tiny CLIP and tiny Llama for the AnyRes detail experiment (scripts/detail_anyres.sh), and checks
 with a linear probe what the tower can read in each arm's view before any LLaVA run.
 
-Reuses the quickstart's pretraining (vistune.model.tiny_pretrain). The CLIP sees each training image both ways a
+Reuses the quickstart's pretraining (vistune.model.tiny.pretrain). The CLIP sees each training image both ways a
 LLaVA model can, each captioned with what that view shows: the tower-sized cell that holds the shape (exactly one
 AnyRes crop) as "A small red circle.", and the whole image padded to a square and resized to the tower's side (what
 arch llava sees: a blob of 2-3 px) as "A small red shape.". So both arms get one tower tuned to their own view.
@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from vistune.data_prep.images import expand_to_square
-from vistune.model.tiny import TinySpec, tiny_image_processor
-from vistune.model.tiny_pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
+from vistune.model.tiny.parts import TinySpec, tiny_image_processor
+from vistune.model.tiny.pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
 
 
 def views(img: Image.Image, size: int, mean_colour: tuple[int, int, int]) -> dict[str, Image.Image]:

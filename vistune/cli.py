@@ -87,11 +87,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def _is_user_error(err: Exception) -> bool:
     """Errors about the user's inputs (a config, a data file, a checkpoint): a message, not a traceback."""
     from vistune.data_prep import DataFileError
-    from vistune.model.base import BaseError
-    from vistune.model.manifest import ManifestError
-    from vistune.model.weight_files import WeightFileError
+    from vistune.model.checkpoints.base import BaseError
+    from vistune.model.checkpoints.manifest import ManifestError
+    from vistune.model.checkpoints.weight_files import WeightFileError
     from vistune.serve import ServeError
-    from vistune.train.config import ConfigError
+    from vistune.train.run.config import ConfigError
 
     return isinstance(err, (ManifestError, DataFileError, ConfigError, BaseError, WeightFileError, ServeError,
                             FileNotFoundError, FileExistsError))

@@ -15,7 +15,7 @@ grad_accum_for() {
   [[ -z ${GLOBAL_BATCH:-} ]] && return 0
   python - "$CONFIG" "$GLOBAL_BATCH" "$1" "${OVERRIDES[@]}" <<'PY'
 import sys
-from vistune.train.config import load_config
+from vistune.train.run.config import load_config
 config = load_config(sys.argv[1], sys.argv[4:])
 per_step = config.optim.per_device_batch_size * int(sys.argv[3])
 accum, rest = divmod(int(sys.argv[2]), per_step)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from data_fixtures import llava, write_json
 
-from vistune.data_prep import SkipLog, VisualInstructDataset, cache_build, get_template, load_records
-from vistune.data_prep.cache import INFO_FILE, ensure_cache
-from vistune.data_prep.cached_dataset import CachedDataset
+from vistune.data_prep import SkipLog, VisualInstructDataset, get_template, load_records
+from vistune.data_prep.batching.cached_dataset import CachedDataset
+from vistune.data_prep.store import cache_build
+from vistune.data_prep.store.cache import INFO_FILE, ensure_cache
 
 
 def records(n=23):
@@ -157,7 +158,7 @@ def test_a_pickled_table_maps_the_file_again(tmp_path, tiny_processor):
     """A DataLoader worker started with spawn gets the table by pickling: the path, not a copy of the data."""
     import pickle
 
-    from vistune.data_prep.cache import CachedTable
+    from vistune.data_prep.store.cache import CachedTable
 
     path = write_json(tmp_path / "d.json", records(16))
     table = CachedTable(ensure_cache(path, tiny_processor.tokenizer, get_template("vicuna_v1"), num_image_tokens=16,
@@ -170,7 +171,7 @@ def test_a_pickled_table_maps_the_file_again(tmp_path, tiny_processor):
 
 
 def test_the_content_hash_is_remembered_until_the_file_changes(tmp_path):
-    from vistune.data_prep.cache import content_hash, hash_path
+    from vistune.data_prep.store.cache import content_hash, hash_path
 
     path = tmp_path / "d.json"
     path.write_text("[1, 2]")

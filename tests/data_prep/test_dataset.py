@@ -23,7 +23,7 @@ def open_dataset(kind, path, processor, template, *, skips, cache_dir, **setting
     """The in-memory dataset or the cached one over the same records file."""
     if kind == "memory":
         return VisualInstructDataset(load_records(path, skips=skips), processor, template, skips=skips, **settings)
-    from vistune.data_prep.cached_dataset import CachedDataset
+    from vistune.data_prep.batching.cached_dataset import CachedDataset
 
     return CachedDataset(path, processor, template, skips=skips, cache_dir=cache_dir, **settings)
 

@@ -10,7 +10,7 @@ from data_fixtures import llava, one_of_each_problem, write_json
 from vistune.cli import main
 from vistune.data_prep import PROBLEMS, Record, Rendered, Template, Turn, load_records, tokenize_record
 from vistune.data_prep.doctor import diagnose
-from vistune.data_prep.text_side import load_text_side
+from vistune.data_prep.text.text_side import load_text_side
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from vistune import IGNORE_INDEX
 from vistune.data_prep import SkipLog, get_template, tokenize_record
-from vistune.data_prep.preference import load_pairs, tokenize_pairs
+from vistune.data_prep.batching.preference import load_pairs, tokenize_pairs
 
 GOOD = {"id": "g", "image": "a.png", "conversations": [
     {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"},
@@ -18,7 +18,7 @@ GOOD = {"id": "g", "image": "a.png", "conversations": [
 
 @pytest.fixture()
 def text_side(tiny_parts):
-    from vistune.data_prep.text_side import load_text_side
+    from vistune.data_prep.text.text_side import load_text_side
 
     return load_text_side("tiny")
 
@@ -59,7 +59,7 @@ def test_hf_parquet_rows(tmp_path):
 
 
 def test_only_the_final_reply_is_scored_as_stage_2_masks_it(text_side):
-    from vistune.data_prep.preference import parse_pair
+    from vistune.data_prep.batching.preference import parse_pair
 
     pair = parse_pair(GOOD, 0)
     template = get_template("vicuna_v1")

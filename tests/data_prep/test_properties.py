@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from vistune import IGNORE_INDEX
 from vistune.data_prep import Record, RecordError, TokenizedRecord, get_template, tokenize_record
-from vistune.data_prep.parse import parse_record
+from vistune.data_prep.records.parse import parse_record
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from vistune.data_prep import SkipLog, load_image, load_records, synthesize
-from vistune.data_prep.synth import COLOURS, SHAPES
+from vistune.data_prep.synth.shapes import COLOURS, SHAPES
 
 
 def test_synth_files_counts_and_determinism(tmp_path):
@@ -54,7 +54,7 @@ def test_detail_shape_lies_in_one_tower_cell_with_equal_area(tmp_path):
 
     import numpy as np
 
-    from vistune.data_prep.synth_detail import draw_small_shape, synthesize_detail
+    from vistune.data_prep.synth.detail import draw_small_shape, synthesize_detail
 
     areas = {}
     for shape in SHAPES:

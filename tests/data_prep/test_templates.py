@@ -6,7 +6,7 @@ import pytest
 
 from vistune import IGNORE_INDEX
 from vistune.data_prep import Record, Turn, get_template, tokenize_record
-from vistune.data_prep.templates import VICUNA_SYSTEM
+from vistune.data_prep.text.templates import VICUNA_SYSTEM
 
 RECORD = Record(
     id="r", images=["a.png"],

@@ -154,8 +154,8 @@ def test_pinpoint_not_a_multiple_of_the_tower_is_refused(tiny_parts):
 
 
 def test_pinpoint_error_is_a_config_error(tiny_parts, tmp_path):
-    from vistune.train.build import arch_settings
-    from vistune.train.config import ConfigError, load_config
+    from vistune.train.run.build import arch_settings
+    from vistune.train.run.config import ConfigError, load_config
 
     vision, llm = tiny_parts
     config = load_config(None, [f"data.path={tmp_path}/x.json", f"model.vision={vision}", f"model.llm={llm}",

@@ -7,9 +7,9 @@ import random
 import torch
 from transformers import CLIPVisionModel
 
-from vistune.data_prep.synth import draw_scene, random_scene
+from vistune.data_prep.synth.shapes import draw_scene, random_scene
 from vistune.model.tiny import TinySpec
-from vistune.model.tiny_pretrain import PretrainSettings, pretrain_tiny_clip
+from vistune.model.tiny.pretrain import PretrainSettings, pretrain_tiny_clip
 
 
 def _patch_place_readable(vision_dir, images) -> float:

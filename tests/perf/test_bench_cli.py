@@ -47,8 +47,8 @@ def test_bench_refuses_an_unknown_key(tmp_path, mixed_data, capsys):
 
 
 def test_train_log_reports_tokens_per_s_and_mfu_packed(tmp_path, mixed_data):
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
+    from vistune.train.run.config import load_config
+    from vistune.train.stages.engine import train
 
     config = load_config(_config(tmp_path, mixed_data), ["data.packing=true", "optim.cross_entropy=chunked"])
     train(config)

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from vistune.train.config import AUTO, ConfigError, load_config
+from vistune.train.run.config import AUTO, ConfigError, load_config
 
 OLD = ["data.packing=false", "optim.cross_entropy=full", "optim.gradient_checkpointing=true"]  # LLaVA's settings
 
@@ -39,7 +39,7 @@ def test_defaults_are_auto_and_explicit_values_are_kept(tmp_path, mixed_data):
 
 
 def test_packing_follows_the_attention_implementation(tmp_path, mixed_data):
-    from vistune.train.resolve import resolve_packing
+    from vistune.train.run.resolve import resolve_packing
 
     config = load_config(_config(tmp_path, mixed_data))
     assert resolve_packing(config).value is True and config.data.packing is True
@@ -57,8 +57,8 @@ def test_packing_follows_the_attention_implementation(tmp_path, mixed_data):
 def test_checkpointing_is_decided_by_the_memory_model(tmp_path, mixed_data):
     from vistune.data_prep import SkipLog
     from vistune.perf.memory import GIB
-    from vistune.train.build import build_dataset, build_model
-    from vistune.train.resolve import resolve_checkpointing, worst_batch
+    from vistune.train.run.build import build_dataset, build_model
+    from vistune.train.run.resolve import resolve_checkpointing, worst_batch
 
     assert worst_batch([5, -9, 3, 7], 2, packed=True) == (16, 1)
     assert worst_batch([5, -9, 3, 7], 2, packed=False) == (9, 2)
@@ -88,8 +88,8 @@ def test_defaults_train_on_llavas_loss_and_old_settings_reproduce_it(tmp_path, m
     from transformers import TrainerCallback
 
     from vistune.data_prep import DataCollator
-    from vistune.train.build import build_run, loss_function
-    from vistune.train.engine import train, training_arguments
+    from vistune.train.run.build import build_run, loss_function
+    from vistune.train.stages.engine import train, training_arguments
 
     class Flags(TrainerCallback):
         seen: list = []
@@ -158,7 +158,7 @@ def test_checkpointing_only_as_many_layers_as_needed(tiny_llava):
     from vistune.perf.arch import llava_arch_from_config
     from vistune.perf.flops import Workload
     from vistune.perf.memory import Engine, decide_checkpointing, estimate_memory
-    from vistune.train.callbacks import PartialCheckpointing
+    from vistune.train.loop.callbacks import PartialCheckpointing
 
     model, _ = tiny_llava
     arch = llava_arch_from_config(model.config)

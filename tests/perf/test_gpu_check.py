@@ -31,7 +31,7 @@ def test_every_check_is_a_valid_recipe_with_valid_variants(tmp_path):
 
     from vistune.bench.gpu_check import CHECKS, recipe, table
     from vistune.bench.runner import variants_from
-    from vistune.train.config import load_config
+    from vistune.train.run.config import load_config
 
     for check in CHECKS:
         path = tmp_path / f"{check.name}.yaml"

@@ -53,7 +53,7 @@ def test_window_rates_and_mfu():
 
 
 def test_chunked_ce_batches_count_lm_head_only_where_kept():
-    from vistune.train.losses import supervised_positions
+    from vistune.train.loop.losses import supervised_positions
 
     batch = _padded()
     batch["labels"] = torch.full_like(batch["input_ids"], -100)

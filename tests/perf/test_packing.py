@@ -42,7 +42,7 @@ def _model_and_samples(tiny_parts, mixed_data, attn):
 @torch.no_grad()
 def test_packed_per_sample_losses_equal_padded(tiny_parts, mixed_data):
     from vistune.data_prep import DataCollator
-    from vistune.data_prep.packing import PackedCollator, segment_lengths
+    from vistune.data_prep.batching.packing import PackedCollator, segment_lengths
     from vistune.model.segment_attention import SEGMENT_ATTENTION
 
     model, processor, samples = _model_and_samples(tiny_parts, mixed_data, SEGMENT_ATTENTION)
@@ -67,7 +67,7 @@ def test_packed_per_sample_losses_equal_padded(tiny_parts, mixed_data):
 @torch.no_grad()
 def test_sdpa_block_mask_path_equals_segment_path(tiny_parts, mixed_data):
     """transformers' own block-diagonal mask (sdpa, attention_mask=None + position_ids) agrees with the segments."""
-    from vistune.data_prep.packing import PackedCollator
+    from vistune.data_prep.batching.packing import PackedCollator
     from vistune.model.segment_attention import SEGMENT_ATTENTION
 
     seg_model, processor, samples = _model_and_samples(tiny_parts, mixed_data, SEGMENT_ATTENTION)
@@ -84,7 +84,7 @@ def test_sdpa_block_mask_path_equals_segment_path(tiny_parts, mixed_data):
 @torch.no_grad()
 def test_no_attention_across_samples(tiny_parts, mixed_data):
     """Changing the first sample's tokens leaves the second sample's logits untouched."""
-    from vistune.data_prep.packing import PackedCollator
+    from vistune.data_prep.batching.packing import PackedCollator
     from vistune.model.segment_attention import SEGMENT_ATTENTION
 
     model, processor, samples = _model_and_samples(tiny_parts, mixed_data, SEGMENT_ATTENTION)
@@ -103,7 +103,7 @@ def test_no_attention_across_samples(tiny_parts, mixed_data):
 
 
 def test_packed_labels_ignore_each_sample_start():
-    from vistune.data_prep.packing import PackedCollator
+    from vistune.data_prep.batching.packing import PackedCollator
 
     samples = [{"id": str(i), "input_ids": torch.arange(1, n + 1), "labels": torch.arange(1, n + 1),
                 "pixel_values": torch.zeros(0, 3, 4, 4)} for i, n in enumerate((3, 5))]
@@ -117,9 +117,9 @@ def test_packed_labels_ignore_each_sample_start():
 def test_chunked_cross_entropy_equals_model_loss(tiny_parts, mixed_data):
     """Logits kept only at supervised positions give the model's own loss (padded and packed batches)."""
     from vistune.data_prep import DataCollator
-    from vistune.data_prep.packing import PackedCollator
+    from vistune.data_prep.batching.packing import PackedCollator
     from vistune.model.segment_attention import SEGMENT_ATTENTION
-    from vistune.train.losses import SupervisedLogitsCollator, supervised_cross_entropy
+    from vistune.train.loop.losses import SupervisedLogitsCollator, supervised_cross_entropy
 
     model, processor, samples = _model_and_samples(tiny_parts, mixed_data, SEGMENT_ATTENTION)
     pad = processor.tokenizer.pad_token_id

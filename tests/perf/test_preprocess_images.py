@@ -23,7 +23,7 @@ def _write_source(root):
 
 def test_preprocessed_images_give_identical_pixel_values(tmp_path, tiny_parts):
     from vistune.data_prep import ImageTransform, load_image
-    from vistune.data_prep.preprocess_images import image_processor_for, preprocess_images
+    from vistune.data_prep.images.preprocess import image_processor_for, preprocess_images
 
     vision = str(tiny_parts[0])
     data = _write_source(tmp_path / "src")

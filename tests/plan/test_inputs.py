@@ -12,7 +12,7 @@ from vistune.perf.gpus import get_gpu
 from vistune.perf.memory import deepspeed_settings
 from vistune.plan.datasets import KNOWN_DATASETS, dataset_stats, measure_records
 from vistune.plan.planner import estimate, plan_input_from_config
-from vistune.train.config import load_config
+from vistune.train.run.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

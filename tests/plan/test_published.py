@@ -14,7 +14,7 @@ import pytest
 
 from vistune.perf.gpus import get_gpu
 from vistune.plan.planner import largest_micro_batch, plan, plan_input_from_config
-from vistune.train.config import load_config
+from vistune.train.run.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HOURS_TOLERANCE = 0.15

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vistune.plan.datasets import DatasetStats
 from vistune.plan.rollouts import completion_sequences, rollout_cost
-from vistune.train.config import load_config
+from vistune.train.run.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,8 @@ def main() -> int:
     target = f"checkpoint-{step}"
     import torch
 
-    from vistune.train import checkpoint, trainer
+    from vistune.train.loop import trainer
+    from vistune.train.saving import checkpoint
 
     if point == "file":
         save = torch.save

@@ -18,7 +18,7 @@ def overrides(data: Path, image_root: Path, out: Path, **extra) -> list[str]:
 
 
 def tiny_config(data: Path, image_root: Path, out: Path, **extra):
-    from vistune.train.config import load_config
+    from vistune.train.run.config import load_config
 
     return load_config(LORA, overrides(data, image_root, out, **extra))
 

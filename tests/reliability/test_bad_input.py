@@ -25,7 +25,7 @@ def test_the_watch_sees_a_read_outside_the_root(zoo, tmp_path):
 
 def _zoo_dataset(kind, zoo, tiny_llava, skips, cache_dir):
     from vistune.data_prep import VisualInstructDataset, get_template, load_records
-    from vistune.data_prep.cached_dataset import CachedDataset
+    from vistune.data_prep.batching.cached_dataset import CachedDataset
     from vistune.model import num_image_tokens
 
     model, processor = tiny_llava
@@ -120,7 +120,7 @@ def test_a_batch_of_only_bad_samples_keeps_every_key():
 
 def test_an_interrupted_and_resumed_run_still_lists_each_bad_record_once(zoo, tmp_path):
     """Image skips seen before the interruption (in workers) survive it; nothing is listed twice after resume."""
-    from vistune.train.engine import train
+    from vistune.train.stages.engine import train
 
     out = tmp_path / "run"
     config = tiny_config(zoo.path, zoo.image_root, out, **{

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from rel_helpers import LORA, log_steps, overrides, subprocess_env, tiny_config
 
-from vistune.model.manifest import verify_manifest
-from vistune.train import checkpoint as ckpt
+from vistune.model.checkpoints.manifest import verify_manifest
+from vistune.train.saving import checkpoint as ckpt
 
 HERE = Path(__file__).parent
 
@@ -43,7 +43,7 @@ def _assert_complete(path: Path, step: int) -> None:
 
 
 def _resume(config, capsys) -> tuple[object, str]:
-    from vistune.train.engine import train
+    from vistune.train.stages.engine import train
 
     result = train(config)
     return result, capsys.readouterr().out
@@ -141,7 +141,7 @@ def _assert_loud_failure_then_resume(err, out: Path, config, capsys) -> None:
 
 def test_a_failing_save_is_loud_and_keeps_the_last_good_checkpoint(clean, tmp_path, capsys, monkeypatch):
     """ENOSPC while writing checkpoint-4: the run stops naming the error and checkpoint-2."""
-    from vistune.train.engine import TrainingStopped, train
+    from vistune.train.stages.engine import TrainingStopped, train
 
     data, root = clean
     out = tmp_path / "run"
@@ -178,7 +178,7 @@ def small_tmpfs(tmp_path):
 
 def test_a_really_full_disk_keeps_the_last_good_checkpoint(clean, small_tmpfs, capsys):
     """A run on a real filesystem that fills up between checkpoint-2 and checkpoint-4."""
-    from vistune.train.engine import TrainingStopped, train
+    from vistune.train.stages.engine import TrainingStopped, train
 
     data, root = clean
     out = small_tmpfs / "run"

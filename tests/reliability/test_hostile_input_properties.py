@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from vistune import IGNORE_INDEX
 from vistune.data_prep import PROBLEMS, DataFileError, RecordError, SkipLog, load_records, tokenize_record
-from vistune.data_prep.parse import parse_record
+from vistune.data_prep.records.parse import parse_record
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -24,7 +24,7 @@ def _weights(out) -> dict[str, torch.Tensor]:
 
 
 def test_an_interrupted_run_continues_identically(clean, tmp_path):
-    from vistune.train.engine import train
+    from vistune.train.stages.engine import train
 
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert train(_config(clean, straight)).global_step == STEPS
@@ -45,7 +45,7 @@ def test_an_interrupted_run_continues_identically(clean, tmp_path):
 
 def test_resuming_a_finished_run_changes_nothing(clean, tmp_path):
     """`resume: auto` on a run whose newest checkpoint is its last step trains no further step."""
-    from vistune.train.engine import train
+    from vistune.train.stages.engine import train
 
     out = tmp_path / "run"
     config = _config(clean, out, **{"optim.max_steps": 2, "save_steps": 2})

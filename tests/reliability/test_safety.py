@@ -50,8 +50,8 @@ def test_allow_pickle_still_loads_safetensors(tiny_parts):
 def test_the_recipe_option_reaches_the_loader(tiny_parts, tmp_path, monkeypatch):
     """`model.allow_pickle` in a run config is what build_model passes on (default false)."""
     import vistune.model
-    from vistune.train.build import build_model
-    from vistune.train.config import load_config
+    from vistune.train.run.build import build_model
+    from vistune.train.run.config import load_config
 
     seen = []
     monkeypatch.setattr(vistune.model, "build_llava", lambda *a, **k: seen.append(k["allow_pickle"]) or 1 / 0)
@@ -101,7 +101,7 @@ def test_code_shipped_with_a_checkpoint_never_runs(tiny_parts, tmp_path):
 ])
 def test_unknown_config_keys_are_refused_with_a_suggestion(tmp_path, capsys, where, key, suggestion):
     from vistune.cli import main
-    from vistune.train.config import ConfigError, load_config
+    from vistune.train.run.config import ConfigError, load_config
 
     recipe, extra = LORA, [key]
     if where == "yaml":

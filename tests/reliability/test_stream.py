@@ -16,7 +16,7 @@ from rel_helpers import log_steps, subprocess_env, tiny_config
 def shards(tmp_path_factory, tiny_parts):
     """20 synthetic samples in 4 shards (+ the records file they came from)."""
     from vistune.data_prep import synthesize
-    from vistune.data_prep.shards import write_shards
+    from vistune.data_prep.store.shards import write_shards
 
     root = tmp_path_factory.mktemp("shards")
     paths = synthesize(root / "data", n=24, seed=2, n_heldout=0)
@@ -29,7 +29,7 @@ def shards(tmp_path_factory, tiny_parts):
 
 def _stream(directory, processor, **kw):
     from vistune.data_prep import get_template
-    from vistune.data_prep.stream import StreamDataset
+    from vistune.data_prep.store.stream import StreamDataset
 
     return StreamDataset(directory, processor, get_template("vicuna_v1"), num_image_tokens=16, max_length=256,
                          seed=3, shuffle_buffer=6, **kw)
@@ -84,7 +84,7 @@ import os, signal, sys
 from transformers import TrainerCallback
 sys.path.insert(0, {tests!r})
 from rel_helpers import tiny_config
-from vistune.train.engine import train
+from vistune.train.stages.engine import train
 
 class Kill(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
@@ -99,7 +99,7 @@ train(tiny_config(*{args!r}, **{extra!r}), callbacks=[Kill()])
 def test_kill_9_mid_epoch_and_resume_gives_the_uninterrupted_losses(shards, tmp_path):
     from pathlib import Path
 
-    from vistune.train.engine import train
+    from vistune.train.stages.engine import train
 
     directory, records = shards
     extra = {"data.path": str(directory), "data.loader": "stream", "data.shuffle_buffer": 6, "data.num_workers": 2,
@@ -123,7 +123,7 @@ def test_kill_9_mid_epoch_and_resume_gives_the_uninterrupted_losses(shards, tmp_
 
 def test_the_doctor_checks_shards(shards, tmp_path):
     from vistune.data_prep.doctor import diagnose
-    from vistune.data_prep.text_side import load_text_side
+    from vistune.data_prep.text.text_side import load_text_side
 
     directory, records = shards
     report = diagnose(directory, text_side=load_text_side("tiny"), max_length=256)

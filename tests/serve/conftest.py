@@ -52,9 +52,9 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
     on its export, exported merged and base+lora in float32."""
     from vistune.data_prep import synthesize
     from vistune.model.tiny import TinySpec, ensure_tiny_parts
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
-    from vistune.train.export import export
+    from vistune.train.run.config import load_config
+    from vistune.train.saving.export import export
+    from vistune.train.stages.engine import train
 
     root = tmp_path_factory.mktemp("vllm-model")
     vision, llm = ensure_tiny_parts(TinySpec(llm_hidden=128, llm_heads=2, llm_kv_heads=1, llm_intermediate=256))

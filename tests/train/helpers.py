@@ -13,7 +13,7 @@ def fixed_batch(config, processor, model) -> dict:
     import copy
 
     from vistune.data_prep import SkipLog
-    from vistune.train.build import build_dataset
+    from vistune.train.run.build import build_dataset
 
     config = copy.deepcopy(config)
     config.data.packing, config.optim.cross_entropy = False, "full"
@@ -24,7 +24,7 @@ def fixed_batch(config, processor, model) -> dict:
 
 
 def _eval(model) -> None:
-    from vistune.model.load import keep_4bit_training_kernel
+    from vistune.model.checkpoints.load import keep_4bit_training_kernel
 
     model.eval()
     keep_4bit_training_kernel(model)  # the in-memory QLoRA model, as load_trained does for reloaded ones

@@ -14,14 +14,14 @@ from torch.utils.data import SequentialSampler
 
 
 def file_order(config, dataset):
-    """Drop-in for `vistune.train.build.length_sampler_fn`: a factory of a sampler in file order."""
+    """Drop-in for `vistune.train.run.build.length_sampler_fn`: a factory of a sampler in file order."""
     return lambda args: SequentialSampler(dataset)
 
 
 def use_file_order(monkeypatch=None) -> None:
-    """Makes `vistune.train.engine.train` sample in file order (via pytest's monkeypatch when given)."""
-    import vistune.train.engine as engine
-    import vistune.train.prefer as prefer
+    """Makes `vistune.train.stages.engine.train` sample in file order (via pytest's monkeypatch when given)."""
+    import vistune.train.stages.engine as engine
+    import vistune.train.stages.prefer as prefer
 
     for module, name in ((engine, "length_sampler_fn"), (prefer, "pair_sampler_fn")):
         if monkeypatch is not None:

@@ -9,8 +9,8 @@ import sys
 
 from transformers import TrainerCallback
 
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 
 class SignalAfterSave(TrainerCallback):

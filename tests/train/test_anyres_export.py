@@ -13,8 +13,8 @@ import torch
 from tests.train.conftest import TINY, subprocess_env, tiny_overrides
 from tests.train.helpers import assert_hub_layout, fixed_batch, logits
 from vistune.model import load_trained
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 HELPER = Path(__file__).with_name("load_exported.py")
 ANYRES = {"model.arch": "llava_next", "data.max_length": 512, "save_steps": 0, "optim.max_steps": 3}
@@ -44,7 +44,7 @@ def test_align_trains_image_newline_and_saves_it_with_the_projector(next_run):
 
 @pytest.mark.parametrize("mode", ["merged", "base+lora"])
 def test_llava_next_export_loads_in_plain_transformers_with_equal_logits(mode, next_run, tmp_path):
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     result, batch = next_run
     assert batch["pixel_values"].dim() == 5 and "image_sizes" in batch

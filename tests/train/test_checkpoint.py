@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vistune.model.manifest import ManifestError, verify_manifest, write_manifest
-from vistune.train import checkpoint as ckpt
+from vistune.model.checkpoints.manifest import ManifestError, verify_manifest, write_manifest
+from vistune.train.saving import checkpoint as ckpt
 
 
 def _fake(root, step, complete=True):

@@ -15,9 +15,9 @@ from tests.train.conftest import TINY, tiny_overrides
 from tests.train.helpers import fixed_batch, logits
 from vistune.cli import main
 from vistune.model import load_trained
-from vistune.model.manifest import ManifestError
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.model.checkpoints.manifest import ManifestError
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 
 class LogitsAt(TrainerCallback):
@@ -36,7 +36,7 @@ class LogitsAt(TrainerCallback):
 def run(shapes, tmp_path_factory):
     from transformers import set_seed
 
-    from vistune.train.build import build_model
+    from vistune.train.run.build import build_model
 
     out = tmp_path_factory.mktemp("ckpt") / "run"
     config = load_config(TINY / "instruct_lora.yaml", tiny_overrides(shapes, out, **{

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.train.conftest import REPO
-from vistune.train.config import ConfigError, load_config, parse_override
+from vistune.train.run.config import ConfigError, load_config, parse_override
 
 RECIPES = sorted((REPO / "configs").glob("*/*.yaml"))
 SCRIPTS = sorted((REPO / "scripts").rglob("*.sh"))

@@ -10,8 +10,8 @@ import torch
 from tests.train.conftest import TINY, assert_export_logits, tiny_overrides
 from tests.train.helpers import assert_hub_layout, fixed_batch, logits
 from vistune.model import load_trained
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_export_round_trip_in_a_fresh_process(mode, lora_run, tmp_path):
 
 
 def test_export_refuses_a_non_empty_target(lora_run, tmp_path):
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError):
@@ -61,7 +61,7 @@ def test_export_refuses_a_non_empty_target(lora_run, tmp_path):
 def test_qlora_exports_onto_its_dequantised_base(shapes, tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     run = tmp_path / "qlora"
     config = load_config(TINY / "instruct_qlora.yaml", tiny_overrides(
@@ -79,7 +79,7 @@ def test_qlora_exports_onto_its_dequantised_base(shapes, tmp_path):
 
 def test_source_only_config_keys_are_dropped(tmp_path):
     """A GGUF-sourced LLM's `quantization_config` (weights dequantised on load) never reaches an export's config."""
-    from vistune.train.hub_layout import clean_config
+    from vistune.train.saving.hub_layout import clean_config
 
     gguf = {"quant_method": "gguf", "gguf_file": "smollm2.gguf"}
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "text_config": {
@@ -90,7 +90,7 @@ def test_source_only_config_keys_are_dropped(tmp_path):
 
 
 def test_hub_names_move_only_the_tower():
-    from vistune.train.hub_layout import hub_name
+    from vistune.train.saving.hub_layout import hub_name
 
     assert hub_name("vision_tower.embeddings.patch_embedding.weight") == \
         "vision_tower.vision_model.embeddings.patch_embedding.weight"

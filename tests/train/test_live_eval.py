@@ -12,8 +12,8 @@ import pytest
 
 from tests.train.conftest import REPO, TINY, subprocess_env, tiny_overrides
 from vistune.cli import main as cli
-from vistune.train.config import ConfigError, load_config
-from vistune.train.engine import train
+from vistune.train.run.config import ConfigError, load_config
+from vistune.train.stages.engine import train
 
 
 def _eval_block(shapes, every: int, limit: int) -> str:

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from tests.train.conftest import REPO, TINY, assert_export_logits, subprocess_env, tiny_overrides
 from tests.train.helpers import fixed_batch, logits
 from vistune.model import load_trained
-from vistune.train.config import ConfigError, load_config
-from vistune.train.engine import train
+from vistune.train.run.config import ConfigError, load_config
+from vistune.train.stages.engine import train
 
 RATES = {"optim.vision_lr": 1e-5, "optim.projector_lr": 2e-5, "optim.llm_lr": 3e-4, "optim.lr": 5e-4,
          "optim.scheduler": "constant", "optim.warmup_ratio": 0, "model.projector": "null", "save_steps": 0,
@@ -78,7 +78,7 @@ def test_vision_lora_has_its_own_rank_and_rate(vision_lora_run):
 
 @pytest.mark.parametrize("mode", ["merged", "base+lora"])
 def test_vision_lora_exports_both_ways(mode, vision_lora_run, tmp_path):
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     result, batch, out = vision_lora_run
     expected = logits(result.model, batch)

@@ -14,8 +14,8 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.train.conftest import REPO, TINY, subprocess_env, tiny_overrides
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 LAUNCHERS = {
     "deepspeed": ["deepspeed", "--num_gpus", "2", "--no_local_rank", "--module", "tests.train.in_order"],

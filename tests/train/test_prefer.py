@@ -15,8 +15,8 @@ import torch
 from tests.data_prep.test_preference import bad_rows
 from tests.train.conftest import REPO, TINY, assert_export_logits, subprocess_env, tiny_overrides
 from vistune.model import load_trained
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 PREFER = {"optim.max_steps": 3, "save_steps": 2, "optim.per_device_batch_size": 4}
 
@@ -45,7 +45,7 @@ def pairs(shapes):
 
 def _batch(run_config, processor, model) -> dict:
     from vistune.data_prep import SkipLog
-    from vistune.train.prefer import build_dataset
+    from vistune.train.stages.prefer import build_dataset
 
     dataset, collator = build_dataset(run_config, processor, model, SkipLog())
     batch = collator([dataset[i] for i in range(4)])
@@ -54,7 +54,7 @@ def _batch(run_config, processor, model) -> dict:
 
 @torch.no_grad()
 def _logits(model, batch):
-    from vistune.model.load import keep_4bit_training_kernel
+    from vistune.model.checkpoints.load import keep_4bit_training_kernel
 
     model.eval()
     keep_4bit_training_kernel(model)
@@ -135,7 +135,7 @@ def test_lora_prefer_exports_load_without_vistune(mode, lora_prefer, tmp_path):
 
 
 def test_qlora_prefer_from_an_export_exports_both_modes(shapes, pairs, instruct_run, tmp_path):
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     start = export(instruct_run, tmp_path / "start", mode="merged", dtype="float32")
     out = tmp_path / "run"
@@ -190,7 +190,7 @@ def test_reference_free_losses_learn_the_pairs_and_export(loss, shapes, ranked, 
 
 
 def test_orpo_refuses_an_sft_weight():
-    from vistune.train.config import ConfigError
+    from vistune.train.run.config import ConfigError
 
     with pytest.raises(ConfigError, match="ORPO"):
         load_config(TINY / "prefer_lora.yaml", ["preference.loss=orpo", "preference.sft_weight=1"])

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.train.conftest import TINY, subprocess_env, tiny_overrides
-from vistune.train.config import load_config
-from vistune.train.engine import TrainingStopped, train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import TrainingStopped, train
 
 HELPER = Path(__file__).with_name("run_with_signal.py")
 

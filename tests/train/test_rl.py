@@ -13,8 +13,8 @@ import torch
 
 from tests.train.conftest import TINY, assert_export_logits, tiny_overrides
 from vistune.model import load_trained
-from vistune.train.config import ConfigError, load_config
-from vistune.train.engine import train
+from vistune.train.run.config import ConfigError, load_config
+from vistune.train.stages.engine import train
 
 RL = {"optim.max_steps": 3, "save_steps": 2}
 
@@ -29,7 +29,7 @@ def instruct_run(shapes, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def questions(shapes):
-    from vistune.data_prep.synth_rl import synthesize_rl
+    from vistune.data_prep.synth.rl import synthesize_rl
 
     return synthesize_rl(shapes, n=16, n_heldout=4, seed=5)
 
@@ -104,8 +104,8 @@ def _prompt_batch(config, model, processor, n: int = 4) -> dict:
     """n prompts of the rl data (left-padded) with their images, as a plain transformers batch."""
     from PIL import Image
 
-    from vistune.data_prep.image_inputs import image_transform
-    from vistune.train.rl import build_dataset
+    from vistune.data_prep.images.inputs import image_transform
+    from vistune.train.stages.rl import build_dataset
 
     rows = build_dataset(config, processor, model).select(range(n))
     width = max(len(r["prompt_ids"]) for r in rows)
@@ -149,7 +149,7 @@ def test_a_record_without_an_answer_is_named_before_training(shapes, questions, 
     ("tests.train.rl_rewards:short", r"reward 'tests.train.rl_rewards:short' returned 1 values for 2 completions"),
 ])
 def test_a_bad_reward_function_is_named_before_training(reward, message, shapes, questions, instruct_run, tmp_path):
-    from vistune.train.rewards import RewardError
+    from vistune.train.loop.rewards import RewardError
 
     with pytest.raises(RewardError, match=message):
         train(_config(shapes, tmp_path / "x", instruct_run, **{"rl.rewards": f"[{reward}]", "rl.reward_weights": "[]"}))
@@ -164,7 +164,7 @@ def test_an_unknown_reward_name_is_a_config_error():
 
 
 def test_builtin_rewards_score_with_the_reference_normalisation():
-    from vistune.train.rewards import choice, exact, format_reward, number
+    from vistune.train.loop.rewards import choice, exact, format_reward, number
 
     assert exact(["Red.", " red\nmore", "blue"], ["red", "red", "red"]) == [1.0, 1.0, 0.0]
     assert number(["3", "three shapes", "There are 2.", "none"], ["3", "3", "3", "3"]) == [1.0, 1.0, 0.0, 0.0]
@@ -192,7 +192,7 @@ def test_full_rl_without_a_reference_trains_the_llm(shapes, questions, instruct_
 
 
 def test_qlora_rl_from_an_export(shapes, questions, instruct_run, tmp_path):
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     start = export(instruct_run, tmp_path / "start", mode="merged", dtype="float32")
     out = tmp_path / "run"

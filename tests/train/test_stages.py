@@ -13,15 +13,15 @@ from safetensors.torch import load_file
 from tests.train.conftest import TINY, tiny_overrides
 from tests.train.helpers import fixed_batch, logits, loss
 from vistune.model import load_trained
-from vistune.train.config import load_config
-from vistune.train.engine import train
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 
 def _before_loss(config) -> tuple[float, dict, object]:
     """The loss of the model exactly as the run starts (same seed, same init), on the run's own data."""
     from transformers import set_seed
 
-    from vistune.train.build import build_model
+    from vistune.train.run.build import build_model
 
     set_seed(config.seed)
     model, processor = build_model(config)
@@ -97,9 +97,9 @@ def test_instruct_from_the_stage1_projector(method, align_run, shapes, tmp_path)
 
 
 def test_projector_has_its_own_learning_rate(align_run, shapes, tmp_path):
-    from vistune.train.build import build_model
-    from vistune.train.engine import training_arguments
-    from vistune.train.trainer import VistuneTrainer
+    from vistune.train.loop.trainer import VistuneTrainer
+    from vistune.train.run.build import build_model
+    from vistune.train.stages.engine import training_arguments
 
     _, align, _, _ = align_run
     config = load_config(TINY / "instruct_lora.yaml", tiny_overrides(

@@ -13,9 +13,9 @@ from transformers import TrainerCallback
 
 from tests.train.conftest import TINY, tiny_overrides
 from tests.train.in_order import use_file_order
-from vistune.train.config import load_config
-from vistune.train.engine import train
-from vistune.train.supervision import SupervisionGuard, supervised_tokens
+from vistune.train.loop.supervision import SupervisionGuard, supervised_tokens
+from vistune.train.run.config import load_config
+from vistune.train.stages.engine import train
 
 
 class Snapshots(TrainerCallback):
@@ -61,7 +61,7 @@ def test_a_step_without_supervised_tokens_is_skipped_and_counted(batch, accum, d
     config = load_config(TINY / "instruct_lora.yaml", tiny_overrides(dropped_first, out, "guard.json", **{
         "model.projector": "null", "optim.max_steps": 2, "save_steps": 0, "optim.per_device_batch_size": batch,
         "optim.grad_accum": accum, "optim.warmup_ratio": 0, "lora.dropout": 0}))
-    with caplog.at_level("WARNING", logger="vistune.train.supervision"):
+    with caplog.at_level("WARNING", logger="vistune.train.loop.supervision"):
         result = train(config, callbacks=[snaps])
 
     assert result.status == "done" and result.global_step == 2

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from vistune.train import preflight
-from vistune.train.config import RunConfig
+from vistune.train.run import preflight
+from vistune.train.run.config import RunConfig
 
 
 def _config(**optim) -> RunConfig:
@@ -85,7 +85,7 @@ def test_vistune_train_with_bf16_on_a_cpu_that_emulates_it_fails_fast(monkeypatc
     import time
     from pathlib import Path
 
-    import vistune.train.engine as engine
+    import vistune.train.stages.engine as engine
     from vistune.cli import main
 
     monkeypatch.setattr(preflight, "cpu_bf16_speed_ratio", lambda: 0.004)  # e.g. 250x slower than fp32

@@ -30,8 +30,8 @@ def _base(zoo, name: str) -> Path:
 
 
 def _train(base: Path, shapes: Path, out: Path, method: str):
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
+    from vistune.train.run.config import load_config
+    from vistune.train.stages.engine import train
 
     items = {"model.base": str(base), "model.dtype": "float32", "method": method, "data.path": shapes / "small.json",
              "data.image_root": shapes, "data.max_length": 400, "data.num_workers": 0, "lora.r": 4, "lora.alpha": 8,
@@ -54,7 +54,7 @@ def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch
 
 def test_onevision_base_without_torchvision_is_one_clear_error(tmp_path):
     from vistune.model.anyres import has_torchvision
-    from vistune.model.base import BaseError, load_base
+    from vistune.model.checkpoints.base import BaseError, load_base
 
     if has_torchvision():
         pytest.skip("torchvision present: the OneVision base loads (test_finetune_anyres_base_and_export)")
@@ -64,7 +64,7 @@ def test_onevision_base_without_torchvision_is_one_clear_error(tmp_path):
 
 
 def test_base_kind_takes_anyres_layouts(zoo):
-    from vistune.model.base import base_arch, base_kind
+    from vistune.model.checkpoints.base import base_arch, base_kind
 
     assert base_kind(str(zoo.llava_next_mistral())) == "llava"
     assert base_arch(str(zoo.llava_next_mistral())) == "llava_next"
@@ -76,7 +76,7 @@ def test_next_chat_template_renders_the_published_prompt(zoo):
     from transformers import AutoProcessor
 
     from vistune.data_prep import get_template, record_from_messages
-    from vistune.model.base import base_tokenizer
+    from vistune.model.checkpoints.base import base_tokenizer
 
     processor = AutoProcessor.from_pretrained(zoo.llava_next_mistral())
     typed = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown in this image?"}]}]
@@ -95,9 +95,9 @@ def test_next_chat_template_renders_the_published_prompt(zoo):
 def test_finetune_anyres_base_and_export(zoo, shapes, tmp_path, name, method):
     from transformers import AutoConfig, AutoProcessor
 
+    from vistune.model.checkpoints.load import load_trained
     from vistune.model.compose import llava_of
-    from vistune.model.load import load_trained
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     _needs_torchvision(name)
     base = _base(zoo, name)

@@ -12,7 +12,7 @@ import torch
 
 
 def _config(base, shapes, out, method: str, **extra):
-    from vistune.train.config import load_config
+    from vistune.train.run.config import load_config
 
     items = {"model.base": str(base), "model.dtype": "float32", "method": method, "data.path": str(shapes / "small.json"),
              "data.image_root": str(shapes), "data.max_length": 128, "data.num_workers": 0, "lora.r": 8,
@@ -54,8 +54,8 @@ def _base_weights(base) -> dict:
 @pytest.fixture(scope="module")
 def vistune_export(zoo, shapes, tmp_path_factory):
     """A vistune merged export (one short LoRA run from the llava-hf layout), to start again from."""
-    from vistune.train.engine import train
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
+    from vistune.train.stages.engine import train
 
     root = tmp_path_factory.mktemp("vistune-export")
     train(_config(zoo.llava_hf(), shapes, root / "run", "lora", **{"optim.max_steps": 2}))
@@ -67,8 +67,8 @@ def vistune_export(zoo, shapes, tmp_path_factory):
 @pytest.mark.parametrize("method", ["lora", "qlora", "full"])
 def test_finetune_from_a_base(zoo, shapes, tmp_path, request, source, method):
     from vistune.model.compose import llava_of
-    from vistune.train.engine import train
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
+    from vistune.train.stages.engine import train
 
     base = zoo.llava_hf() if source == "llava-hf" else request.getfixturevalue("vistune_export")
     config = _config(base, shapes, tmp_path / "run", method)
@@ -89,8 +89,8 @@ def test_finetune_from_a_base(zoo, shapes, tmp_path, request, source, method):
 
 @pytest.mark.slow
 def test_continue_from_vistune_base_lora_export(zoo, shapes, tmp_path):
-    from vistune.train.engine import train
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
+    from vistune.train.stages.engine import train
 
     first = _config(zoo.llava_hf(), shapes, tmp_path / "run1", "lora", **{"data.template": "vicuna_v1", "data.max_length": 400})
     train(first)
@@ -102,7 +102,7 @@ def test_continue_from_vistune_base_lora_export(zoo, shapes, tmp_path):
         if (mode, method) == ("continue", "lora"):  # the run starts from the export's trained adapter, not afresh
             from safetensors.torch import load_file
 
-            from vistune.train.build import build_model
+            from vistune.train.run.build import build_model
 
             saved = load_file(str(base / "adapter" / "adapter_model.safetensors"))
             state = build_model(config)[0].state_dict()

@@ -36,8 +36,8 @@ def test_dry_run_and_plan_read_the_base(zoo, shapes):
 
 
 def test_eval_and_chat_load_an_imported_checkpoint(zoo, tmp_path):
-    from vistune.model.llava_format import import_llava
-    from vistune.model.load import load_trained
+    from vistune.model.checkpoints.llava_format import import_llava
+    from vistune.model.checkpoints.load import load_trained
 
     out = tmp_path / "imported"
     import_llava(zoo.llava_v15(), out, vision=str(zoo.clip()), dtype="float32", allow_pickle=True)
@@ -49,7 +49,7 @@ def test_eval_and_chat_load_an_imported_checkpoint(zoo, tmp_path):
 
 def test_eval_loads_a_llava_hf_dir_with_its_own_template(zoo):
     from vistune.data_prep import get_template, record_from_messages
-    from vistune.model.load import load_trained
+    from vistune.model.checkpoints.load import load_trained
 
     model, processor, template = load_trained(zoo.llava_hf())
     assert template == "auto"

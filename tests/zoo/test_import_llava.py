@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vistune.model.weight_files import read_weights
+from vistune.model.checkpoints.weight_files import read_weights
 
 
 def _image() -> Image.Image:

@@ -60,7 +60,7 @@ def tokenizer_of(directory):
 
 @pytest.mark.parametrize("name", ["tiny", "vicuna", "vicuna-legacy", "llama3"])
 def test_batched_encoding_equals_per_piece(zoo, tiny_parts, name):
-    from vistune.data_prep.tokenize import _encode
+    from vistune.data_prep.text.tokenize import _encode
 
     directory = {"tiny": lambda: tiny_parts[1], "vicuna": lambda: zoo.vicuna(False),
                  "vicuna-legacy": lambda: zoo.vicuna(True), "llama3": zoo.llama3}[name]()

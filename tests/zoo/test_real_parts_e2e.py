@@ -21,8 +21,8 @@ LLMS = {"vicuna": "vicuna_v1", "qwen2": "auto"}  # zoo entry -> conversation tem
 
 
 def _train(stage_items: dict, shapes: Path, out: Path) -> None:
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
+    from vistune.train.run.config import load_config
+    from vistune.train.stages.engine import train
 
     items = {"model.dtype": "float32", "model.allow_pickle": True, "data.image_root": str(shapes),
              "data.max_length": 160, "data.num_workers": 0, "optim.max_steps": 2, "optim.per_device_batch_size": 2,
@@ -60,8 +60,8 @@ def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch
 def test_stage1_stage2_exports_load_in_plain_transformers(zoo, shapes, tmp_path, llm, method):
     from transformers import AutoConfig, GenerationConfig
 
-    from vistune.model.load import load_trained
-    from vistune.train.export import export
+    from vistune.model.checkpoints.load import load_trained
+    from vistune.train.saving.export import export
 
     parts = {"model.vision": zoo.clip(), "model.llm": getattr(zoo, llm)()}
     _train({**parts, "stage": "align", "data.path": shapes / "align.json", "data.template": "plain"}, shapes,

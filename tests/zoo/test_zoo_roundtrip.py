@@ -22,10 +22,10 @@ def _render(template: str, tokenizer, messages=MESSAGES) -> str:
 def _roundtrip(tmp_path, shapes, **settings) -> None:
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from vistune.model.load import load_trained
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
-    from vistune.train.export import export
+    from vistune.model.checkpoints.load import load_trained
+    from vistune.train.run.config import load_config
+    from vistune.train.saving.export import export
+    from vistune.train.stages.engine import train
 
     items = {"model.dtype": "float32", "data.path": str(shapes / "small.json"), "data.image_root": str(shapes),
              "data.max_length": 400, "data.num_workers": 0, "lora.r": 4, "lora.alpha": 8, "optim.max_steps": 1,
@@ -125,7 +125,7 @@ def test_llava_hf(zoo, shapes, tmp_path):
 @pytest.mark.slow
 def test_llava_checkpoint_as_base(zoo, shapes, tmp_path):
     """liuhaotian/llava-v1.5-7b's format used directly as model.base: converted on the fly, template vicuna_v1."""
-    from vistune.train.config import load_config
+    from vistune.train.run.config import load_config
 
     base = {"model.base": zoo.llava_v15(), "model.base_vision": zoo.clip(), "model.allow_pickle": True}
     config = load_config(None, [f"{k}={v}" for k, v in base.items()] + [f"data.path={shapes / 'small.json'}"])
@@ -135,7 +135,7 @@ def test_llava_checkpoint_as_base(zoo, shapes, tmp_path):
 
 @pytest.mark.slow
 def test_llava_lora_dir_imported(zoo, shapes, tmp_path):
-    from vistune.model.llava_format import import_llava
+    from vistune.model.checkpoints.llava_format import import_llava
 
     out = tmp_path / "imported"
     import_llava(zoo.llava_lora(), out, vision=str(zoo.clip()), base=str(zoo.vicuna()), dtype="float32",
@@ -147,7 +147,7 @@ def test_llava_lora_dir_imported(zoo, shapes, tmp_path):
 def test_stage1_projector_bin(zoo, shapes, tmp_path):
     from safetensors.torch import load_file
 
-    from vistune.model.llava_format import import_projector
+    from vistune.model.checkpoints.llava_format import import_projector
 
     proj = import_projector(zoo.projector_bin() / "mm_projector.bin", tmp_path / "proj", allow_pickle=True)
     assert len(proj.lines) == 4

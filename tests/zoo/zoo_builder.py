@@ -70,7 +70,7 @@ LLAVA_HF_TEMPLATE = (
 
 
 def _corpus() -> list[str]:
-    from vistune.model.tiny import _CORPUS_LINES
+    from vistune.model.tiny.parts import _CORPUS_LINES
 
     return _CORPUS_LINES * 20
 
@@ -344,7 +344,7 @@ def llava_v15(out: Path, vicuna_dir: Path, clip_dir: Path, *, projector: str = "
               with_vision: bool = True) -> Path:
     """liuhaotian/llava-v1.5-7b: Vicuna weights + model.mm_projector.* + model.vision_tower.vision_tower.* (LLaVA's
     trainer saves the whole state dict, tower included; `with_vision=False` is the projector-only variant)."""
-    from vistune.model.weight_files import read_weights
+    from vistune.model.checkpoints.weight_files import read_weights
 
     out.mkdir(parents=True)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
@@ -370,7 +370,7 @@ def projector_bin(out: Path) -> Path:
 
 def llava_lora(out: Path, vicuna_dir: Path, r: int = 4) -> Path:
     """A LLaVA LoRA output dir: config.json, adapter_config.json, adapter_model.bin, non_lora_trainables.bin."""
-    from vistune.model.weight_files import read_weights
+    from vistune.model.checkpoints.weight_files import read_weights
 
     out.mkdir(parents=True)
     _json(out / "config.json", llava_config("openai/clip-vit-large-patch14-336"))
@@ -627,9 +627,9 @@ class Zoo:
 
 def export_from_base(base: Path, records: Path, out: Path, method: str = "lora") -> Path:
     """`model.base` = `base`, 2 training steps on `records`, exported merged and base+lora under `out`."""
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
-    from vistune.train.export import export
+    from vistune.train.run.config import load_config
+    from vistune.train.saving.export import export
+    from vistune.train.stages.engine import train
 
     items = {"model.base": base, "model.dtype": "float32", "method": method, "data.path": records,
              "data.image_root": records.parent, "data.max_length": 400, "data.num_workers": 0, "lora.r": 4,

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _bench(args) -> int:
     from vistune.bench.report import format_table
     from vistune.bench.runner import bench
-    from vistune.train.config import ConfigError
+    from vistune.train.run.config import ConfigError
 
     try:
         result = bench(args.config, args.compare, [*args.overrides, *args.set_overrides], steps=args.steps, warmup=args.warmup,

@@ -94,9 +94,9 @@ def memory_check(config_path: Path) -> dict:
 
     from vistune.data_prep import SkipLog
     from vistune.perf.memory import GIB, GPU_CONTEXT_BYTES
-    from vistune.train.build import build_run, loss_function, training_callbacks
-    from vistune.train.config import load_config
-    from vistune.train.resolve import checkpointing_estimate, memory_budget
+    from vistune.train.run.build import build_run, loss_function, training_callbacks
+    from vistune.train.run.config import load_config
+    from vistune.train.run.resolve import checkpointing_estimate, memory_budget
 
     config = load_config(config_path)
     built = build_run(config, SkipLog())
@@ -139,7 +139,7 @@ def run_checks(out: Path, only: list[str] | None = None) -> dict:
     from vistune.bench.report import ratios, summary
     from vistune.bench.runner import bench
     from vistune.bench.workload import write_mixed_records
-    from vistune.train.preflight import environment_report
+    from vistune.train.run.preflight import environment_report
 
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from vistune.perf.peak import Peak, device_peak
-from vistune.train.config import RunConfig, load_config
+from vistune.train.run.config import RunConfig, load_config
 
 
 @dataclass
@@ -99,7 +99,7 @@ def variants_from(compare: list[str]) -> list[Variant]:
 
 def unavailable(config: RunConfig) -> str | None:
     """Why this machine cannot run `config` (a kernel or device it asks for is missing), or None."""
-    from vistune.train.preflight import check_config
+    from vistune.train.run.preflight import check_config
 
     problems = check_config(config)
     return "; ".join(p.what for p in problems) if problems else None
@@ -146,9 +146,9 @@ def run_once(config: RunConfig, steps: int, warmup: int, peak: Peak, variant: st
 
     from vistune.data_prep import SkipLog
     from vistune.perf.meter import meter_for
-    from vistune.train.build import build_run, length_sampler_fn, loss_function, training_callbacks
-    from vistune.train.engine import training_arguments
-    from vistune.train.trainer import VistuneTrainer
+    from vistune.train.loop.trainer import VistuneTrainer
+    from vistune.train.run.build import build_run, length_sampler_fn, loss_function, training_callbacks
+    from vistune.train.stages.engine import training_arguments
 
     class _CpuClock(TrainerCallback):
         """The training process's CPU time at the end of each optimizer step (the steps the meter times)."""

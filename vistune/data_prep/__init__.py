@@ -4,16 +4,16 @@ The training room uses: load_records -> VisualInstructDataset (tokenised with a 
 optionally with LengthGroupedSampler; every skipped record lands in a SkipLog (`skipped.jsonl`).
 """
 
-from vistune.data_prep.collate import DataCollator
-from vistune.data_prep.dataset import VisualInstructDataset
+from vistune.data_prep.batching.collate import DataCollator
+from vistune.data_prep.batching.dataset import VisualInstructDataset
+from vistune.data_prep.batching.sampler import LengthGroupedSampler
 from vistune.data_prep.images import ASPECTS, ImageTransform, expand_to_square, load_image, resolve_image_path
-from vistune.data_prep.readers import FORMATS, DataFileError, load_records
 from vistune.data_prep.records import PROBLEMS, Record, RecordError, Turn
-from vistune.data_prep.sampler import LengthGroupedSampler
-from vistune.data_prep.skips import Skip, SkipLog
+from vistune.data_prep.records.readers import FORMATS, DataFileError, load_records
+from vistune.data_prep.records.skips import Skip, SkipLog
 from vistune.data_prep.synth import synthesize
-from vistune.data_prep.templates import TEMPLATES, Rendered, Template, get_template, record_from_messages
-from vistune.data_prep.tokenize import TokenizedRecord, tokenize_record, tokenize_records
+from vistune.data_prep.text.templates import TEMPLATES, Rendered, Template, get_template, record_from_messages
+from vistune.data_prep.text.tokenize import TokenizedRecord, tokenize_record, tokenize_records
 
 __all__ = [
     "ASPECTS", "FORMATS", "PROBLEMS", "TEMPLATES", "DataCollator", "DataFileError", "ImageTransform",

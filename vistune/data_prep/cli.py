@@ -80,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _validate(args) -> int:
     from pathlib import Path
 
-    from vistune.data_prep.convert import write_records
     from vistune.data_prep.doctor import diagnose
+    from vistune.data_prep.records.convert import write_records
 
     if args.fix and Path(args.data).is_dir() and any(Path(args.data).glob("*.tar")):
         print(f"error: --fix rewrites a records file; {args.data} holds shards (fix the source, then shard again)")
@@ -96,7 +96,7 @@ def _validate(args) -> int:
             json.dump(report.to_dict(first=50), f, indent=1)
         print(f"report: {args.report}")
     if args.fix:
-        from vistune.data_prep.preference import is_preference_data
+        from vistune.data_prep.batching.preference import is_preference_data
 
         if is_preference_data(args.data, args.format):
             print("error: --fix writes conversation records; for preference pairs, drop the ids listed above",
@@ -107,7 +107,7 @@ def _validate(args) -> int:
 
 
 def _shard(args) -> int:
-    from vistune.data_prep.shards import write_shards
+    from vistune.data_prep.store.shards import write_shards
 
     report = write_shards(args.data, args.out, image_root=args.image_root, per_shard=args.per_shard,
                           vision=args.vision, aspect=args.aspect, fmt=args.format)
@@ -116,7 +116,7 @@ def _shard(args) -> int:
 
 
 def _stats(args) -> int:
-    from vistune.data_prep.stats import dataset_stats
+    from vistune.data_prep.doctor.stats import dataset_stats
 
     print(dataset_stats(args.data, args.format).format())
     return 0
@@ -124,7 +124,7 @@ def _stats(args) -> int:
 
 def _convert(args) -> int:
     from vistune.data_prep import SkipLog, load_records
-    from vistune.data_prep.convert import write_records
+    from vistune.data_prep.records.convert import write_records
 
     skips = SkipLog()
     records = load_records(args.data, fmt=args.format, skips=skips)
@@ -137,7 +137,7 @@ def _synth(args) -> int:
     from vistune.data_prep import synthesize
 
     if args.task == "detail":
-        from vistune.data_prep.synth_detail import synthesize_detail
+        from vistune.data_prep.synth.detail import synthesize_detail
 
         paths = synthesize_detail(args.out, n=args.n, seed=args.seed, n_heldout=args.heldout, width=args.width,
                                   height=args.height)
@@ -149,7 +149,7 @@ def _synth(args) -> int:
         paths.update(synthesize_preferences(args.out, n=args.prefer, seed=args.seed + 1,
                                             n_heldout=max(40, args.prefer // 3), image_size=args.image_size))
     if args.rl:
-        from vistune.data_prep.synth_rl import synthesize_rl
+        from vistune.data_prep.synth.rl import synthesize_rl
 
         paths.update(synthesize_rl(args.out, n=args.rl, seed=args.seed + 2, n_heldout=max(40, args.rl // 2),
                                    image_size=args.image_size))
@@ -159,7 +159,7 @@ def _synth(args) -> int:
 
 
 def _preprocess_images(args) -> int:
-    from vistune.data_prep.preprocess_images import preprocess_images
+    from vistune.data_prep.images.preprocess import preprocess_images
 
     report = preprocess_images(args.data, args.out, args.vision, image_root=args.image_root, aspect=args.aspect,
                                workers=args.workers)

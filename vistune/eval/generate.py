@@ -36,7 +36,7 @@ class Generator:
     def __init__(self, model, processor, template: str = "auto", *, image_root: str | Path = ".",
                  aspect: str = "pad", settings: GenerationSettings | None = None):
         from vistune.data_prep import get_template
-        from vistune.data_prep.image_inputs import image_transform
+        from vistune.data_prep.images.inputs import image_transform
 
         self.model = model.eval()
         self.processor = processor
@@ -63,7 +63,7 @@ class Generator:
     def encode(self, prompt: str, images: Sequence[Image.Image] = ()) -> list[int]:
         """Token ids as training builds them (data_prep's own encoding: BOS rule, image-token expansion, each image
         as many tokens as its size takes under AnyRes)."""
-        from vistune.data_prep.tokenize import encode_prompt
+        from vistune.data_prep.text.tokenize import encode_prompt
 
         if self.num_image_tokens:  # LLaVA-1.5: one count for every image
             return encode_prompt(prompt, self.tokenizer, self.num_image_tokens)
@@ -71,7 +71,7 @@ class Generator:
 
     def image(self, item: EvalItem) -> Image.Image | None:
         from vistune.data_prep import load_image
-        from vistune.data_prep.images import to_rgb
+        from vistune.data_prep.images.load import to_rgb
 
         if item.image_b64:
             return to_rgb(Image.open(io.BytesIO(base64.b64decode(item.image_b64))))
@@ -96,7 +96,7 @@ class Generator:
 
     @torch.no_grad()
     def _generate_batch(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> list[str]:
-        from vistune.data_prep.image_inputs import collate_images
+        from vistune.data_prep.images.inputs import collate_images
         from vistune.model.generation import decoding_settings
 
         per_row = [[img] if img is not None else [] for img in images]

@@ -1,6 +1,6 @@
 """Preference accuracy: how often a model gives the chosen reply a higher log-likelihood than the rejected one.
 
-Pairs are read and tokenised exactly as the prefer stage trains on them (`vistune.data_prep.preference`); the
+Pairs are read and tokenised exactly as the prefer stage trains on them (`vistune.data_prep.batching.preference`); the
 score of a reply is the sum of its scored tokens' log-probabilities given the image and the prompt. Reported
 overall and per `question_type` (the synthetic shapes pairs carry one), on pairs the model never trained on.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from vistune.data_prep import ImageTransform, SkipLog, get_template
-from vistune.data_prep.preference import PreferenceCollator, load_pairs, tokenize_pairs
+from vistune.data_prep.batching.preference import PreferenceCollator, load_pairs, tokenize_pairs
 from vistune.model import llava_of, num_image_tokens
 
 

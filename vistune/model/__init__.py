@@ -1,7 +1,13 @@
 """vistune.model: compose LLaVA from pretrained parts, choose what trains, attach LoRA / QLoRA."""
 
+from vistune.model.checkpoints.load import load_start, load_trained
+from vistune.model.checkpoints.projector import (
+    PROJECTOR_FILE,
+    load_projector,
+    projector_state_dict,
+    save_projector,
+)
 from vistune.model.compose import build_llava, llava_of, num_image_tokens, torch_dtype
-from vistune.model.load import load_start, load_trained
 from vistune.model.lora import LoraSettings, attach_lora, llm_linear_names, lora_config
 from vistune.model.policy import (
     METHODS,
@@ -12,7 +18,6 @@ from vistune.model.policy import (
     format_parameter_table,
 )
 from vistune.model.presets import LLM_PRESETS, MODEL_PRESETS, VISION_PRESETS, default_template
-from vistune.model.projector import PROJECTOR_FILE, load_projector, projector_state_dict, save_projector
 from vistune.model.tiny import TinySpec, ensure_tiny_parts, save_tiny_llm, save_tiny_vision
 
 __all__ = [

@@ -70,7 +70,7 @@ def _compose(args) -> int:
 def _import_llava(args) -> int:
     from pathlib import Path
 
-    from vistune.model.llava_format import import_llava, import_projector
+    from vistune.model.checkpoints.llava_format import import_llava, import_projector
 
     src, out = Path(args.src), Path(args.out)
     if out.exists() and any(out.iterdir()):

@@ -27,7 +27,7 @@ class Workload:
 
     @classmethod
     def of_run(cls, config, gradient_checkpointing: bool | None = None) -> Workload:
-        """The workload of a training recipe (a `vistune.train.config.RunConfig`, read by attribute: perf sits below
+        """The workload of a training recipe (a `vistune.train.run.config.RunConfig`, read by attribute: perf sits below
         train); `gradient_checkpointing` None = what the recipe sets (auto counts as off)."""
         targets = config.lora.target_modules
         return cls(stage=config.stage, method=config.method, lora_r=config.lora.r,

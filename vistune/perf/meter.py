@@ -36,7 +36,7 @@ def sample_lengths(batch: dict) -> list[tuple[int, int]]:
     ids = batch["input_ids"]
     width = ids.shape[1] if ids.ndim == 2 else 0
     if "position_ids" in batch and batch.get("attention_mask") is None:
-        from vistune.data_prep.packing import segment_lengths
+        from vistune.data_prep.batching.packing import segment_lengths
 
         spans, offset = [], 0
         for row in batch["position_ids"]:

@@ -29,7 +29,7 @@ def _plan(args) -> int:
     from vistune.perf.gpus import get_gpu
     from vistune.plan.planner import plan, plan_input_from_config
     from vistune.plan.report import format_plan
-    from vistune.train.config import ConfigError, load_config
+    from vistune.train.run.config import ConfigError, load_config
 
     try:
         config = load_config(args.config, args.overrides)

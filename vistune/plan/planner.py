@@ -219,7 +219,7 @@ def anyres_arch(arch, config):
     (vistune.model.anyres.TYPICAL_IMAGE), counted by transformers' processor for that arch."""
     name, pinpoints, aspect = config.model.arch, config.model.image_grid_pinpoints, config.model.vision_aspect_ratio
     if config.model.base:  # a LLaVA-NeXT / OneVision base brings its own arch and grids
-        from vistune.model.base import base_llava_config
+        from vistune.model.checkpoints.base import base_llava_config
 
         base = base_llava_config(config.model.base, config.model.base_vision)
         name, pinpoints = base.model_type, getattr(base, "image_grid_pinpoints", None)
@@ -237,7 +237,7 @@ def anyres_arch(arch, config):
 
 
 def plan_input_from_config(config, gpu: GPU, gpus_per_node: int = 1, nodes: int = 1, **overrides) -> PlanInput:
-    """A PlanInput from a training recipe (`vistune.train.config.RunConfig`); `overrides` replace fields."""
+    """A PlanInput from a training recipe (`vistune.train.run.config.RunConfig`); `overrides` replace fields."""
     from vistune.model.compose import torch_dtype
     from vistune.plan.datasets import dataset_stats
 
@@ -277,7 +277,7 @@ def _arch(config):
     from vistune.perf.arch import llava_arch_from_config, resolve_llava_arch
 
     if config.model.base:
-        from vistune.model.base import base_llava_config
+        from vistune.model.checkpoints.base import base_llava_config
 
         return llava_arch_from_config(base_llava_config(config.model.base, config.model.base_vision))
     return resolve_llava_arch(config.vision, config.llm)

@@ -23,7 +23,7 @@ class RolloutCost:
 
 
 def rollout_cost(config, world_size: int) -> RolloutCost:
-    """The rollout cost of a `vistune.train.config.RunConfig` with stage rl on `world_size` GPUs."""
+    """The rollout cost of a `vistune.train.run.config.RunConfig` with stage rl on `world_size` GPUs."""
     rl, o = config.rl, config.optim
     rows = o.per_device_batch_size * o.grad_accum * world_size
     return RolloutCost(rows, rows // rl.num_generations, rows * rl.max_completion_length, rl.beta > 0)

@@ -26,7 +26,7 @@ def read_losses(log_jsonl: str | Path) -> tuple[list[int], list[float]]:
 def read_eval(log_jsonl: str | Path, name: str) -> dict[str, list]:
     """{'step': [...], 'colour': [...], ..., 'overall': [...]}: held-out accuracy (0-1) logged while training.
 
-    Reads the eval/<name>/accuracy[/<type>] lines that `eval:` entries (vistune.train.live_eval) add to log.jsonl."""
+    Reads the eval/<name>/accuracy[/<type>] lines that `eval:` entries (vistune.train.stages.live_eval) add to log.jsonl."""
     prefix = f"eval/{name}/accuracy"
     curves: dict[str, list] = {"step": []}
     path = Path(log_jsonl)

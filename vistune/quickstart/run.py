@@ -99,7 +99,7 @@ def run_quickstart(s: QuickstartSettings) -> dict:
     prefer = _prefer(s, out, parts, template, timer) if s.prefer else None
     rl = _rl(s, out, parts, template, timer) if s.rl else None
     with timer("export"):
-        from vistune.train.export import export
+        from vistune.train.saving.export import export
 
         export_dir = out / "export"
         if export_dir.exists():
@@ -138,7 +138,7 @@ def run_quickstart(s: QuickstartSettings) -> dict:
 def _rl(s: QuickstartSettings, out: Path, parts: list[str], template: str, timer: PhaseTimer) -> dict:
     """Stage rl on new synthetic questions (exact-answer reward); held-out accuracy per question type before
     (the stage-2 model) and after, on questions whose images no stage has seen."""
-    from vistune.data_prep.synth_rl import synthesize_rl
+    from vistune.data_prep.synth.rl import synthesize_rl
     from vistune.quickstart.summary import _fractions
 
     runs = out / "runs"
@@ -189,7 +189,7 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
     from PIL import Image
 
     from vistune.model.tiny import TinySpec
-    from vistune.model.tiny_pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
+    from vistune.model.tiny.pretrain import PretrainSettings, pretrain_tiny_clip, pretrain_tiny_llm
 
     align = json.loads(Path(data["align"]).read_text())
     captions = [r["conversations"][-1]["value"] for r in align]
@@ -216,8 +216,8 @@ def _foundation_parts(s: QuickstartSettings, out: Path, data: dict, timer: Phase
 
 def _train(recipe: str, overrides: list[str]) -> None:
     """Exactly what `vistune train configs/quickstart/RECIPE k=v ...` does."""
-    from vistune.train.config import load_config
-    from vistune.train.engine import train
+    from vistune.train.run.config import load_config
+    from vistune.train.stages.engine import train
 
     result = train(load_config(CONFIG_DIR / recipe, overrides))
     if result.status != "done":

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args) -> int:
-    from vistune.train.config import ConfigError, load_config
+    from vistune.train.run.config import ConfigError, load_config
 
     try:
         config = load_config(args.config, args.overrides)
@@ -35,13 +35,13 @@ def _train(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from vistune.train.dry_run import plan
+        from vistune.train.run.dry_run import plan
 
         print(plan(config))
         return 0
     from vistune.model.compose import PickleWeightsRefused
-    from vistune.train.engine import TrainingStopped, train
-    from vistune.train.preflight import PreflightError
+    from vistune.train.run.preflight import PreflightError
+    from vistune.train.stages.engine import TrainingStopped, train
 
     try:
         result = train(config)
@@ -55,7 +55,7 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from vistune.train.export import export
+    from vistune.train.saving.export import export
 
     out = export(args.run, args.out, mode=args.mode, dtype=args.dtype)
     print(f"exported {args.run} -> {out} ({args.mode})")
@@ -69,7 +69,7 @@ def _register_env(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _env(args) -> int:
-    from vistune.train.preflight import environment_report
+    from vistune.train.run.preflight import environment_report
 
     report = environment_report()
     if args.json:

@@ -1,0 +1,199 @@
+"""The rl stage: online RL with verifiable rewards (GRPO family) for a trained LLaVA, on TRL's GRPOTrainer.
+
+TRL does the rollouts, the group-normalised advantages, the loss (`rl.loss_type`: grpo, dr_grpo, dapo, bnpo) and
+its metrics; the rewards are vistune.train.loop.rewards'. The seam with TRL is `ImagePrompts`: rows arrive with their
+prompt already tokenised by the stage-2 template (`prompt_ids`: vistune's rendering and image-token expansion, as
+`vistune eval` asks questions) and an image path; `_tokenize_prompts` hands TRL those ids and the images that
+vistune's transform (`data.aspect`) makes, and every forward (policy, old and reference log-probs) gets the same
+`pixel_values`, one image per completion row. TRL's own path (the processor's chat template and image
+processor) is never used. With LoRA / QLoRA TRL attaches the adapter and the reference (`rl.beta` > 0) is the
+network with the adapter disabled; `rl.beta` = 0 needs no reference at all. With `rl.use_vllm` (GPU) TRL
+generates with vLLM in colocate mode from the same token ids and images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from vistune.model.compose import llava_of
+from vistune.train.loop.trainer import VistuneTrainer
+from vistune.train.run.config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def trainer_arguments(config: RunConfig) -> dict:
+    """The engine's training_arguments as TRL's GRPOConfig, with the rollout and loss fields of `rl.*`."""
+    rl = config.rl
+    return {"cls": GRPOConfig, "loss_type": rl.loss_type, "num_generations": rl.num_generations, "beta": rl.beta,
+            "max_completion_length": rl.max_completion_length, "temperature": rl.temperature, "top_p": rl.top_p,
+            "epsilon": rl.epsilon, "reward_weights": rl.reward_weights or None, "use_vllm": rl.use_vllm,
+            "vllm_mode": "colocate", "vllm_gpu_memory_utilization": rl.vllm_gpu_memory_utilization,
+            "log_completions": False, "shuffle_dataset": True}
+
+
+def build_run(config: RunConfig, skips):
+    """Model and prompt rows (no collator: TRL batches rows as they are). No packing (rows are generated), no
+    Liger (TRL fuses its own log-prob head); checkpointing auto -> on."""
+    from vistune.model.compose import llava_of
+    from vistune.train.run.build import BuiltRun
+    from vistune.train.stages.prefer import build_model
+
+    if config.data.packing is True or config.optim.liger is True:
+        raise ConfigError("stage rl supports neither data.packing nor optim.liger: set them to false")
+    if config.method == "full" and config.rl.beta > 0:
+        raise ConfigError("stage rl with method full keeps no reference copy yet: set rl.beta=0 (no KL term) or "
+                          "use method lora / qlora (the reference is the network with the adapter disabled)")
+    config.data.packing, config.optim.liger = False, False
+    if config.optim.gradient_checkpointing not in (True, False):
+        config.optim.gradient_checkpointing = True
+    model, processor = build_model(config)
+    if llava_of(model).config.model_type != "llava":
+        raise ConfigError("stage rl supports LLaVA-1.5 models (model.arch llava) for now: AnyRes prompts take their "
+                          "image-token counts from each image's size")
+    dataset = build_dataset(config, processor, model)
+    return BuiltRun(model, processor, dataset, None, [])
+
+
+def build_dataset(config: RunConfig, processor, model):
+    """datasets.Dataset of prompt rows: id, prompt (the question text), prompt_ids, image_path, answer and the
+    records' other fields (reward columns). Any unusable record or prompt is a ValueError naming it."""
+    from datasets import Dataset
+
+    from vistune.data_prep import get_template, resolve_image_path
+    from vistune.data_prep.batching.rl_prompts import load_rl_prompts
+    from vistune.data_prep.records import RecordError
+    from vistune.data_prep.text.tokenize import encode_prompt
+    from vistune.model import num_image_tokens
+    from vistune.model.compose import llava_of
+
+    prompts = load_rl_prompts(config.data.path)
+    template, tokenizer = get_template(config.template), processor.tokenizer
+    image_root = Path(config.data.image_root or Path(config.data.path).parent)
+    n_image = num_image_tokens(llava_of(model))
+    columns = sorted({k for p in prompts for k, v in p.extra.items() if isinstance(v, (str, int, float, bool))})
+    rows = []
+    for p in prompts:
+        where = f"{config.data.path}: record {p.id!r}"
+        try:
+            image = str(resolve_image_path(p.image, image_root))
+        except RecordError as err:
+            raise ValueError(f"{where}: {err}") from None
+        ids = encode_prompt(template.prompt(p.record(), tokenizer), tokenizer, n_image)
+        if len(ids) + config.rl.max_completion_length > config.data.max_length:
+            raise ValueError(f"{where}: the prompt takes {len(ids)} tokens; with rl.max_completion_length "
+                             f"{config.rl.max_completion_length} it exceeds data.max_length {config.data.max_length}")
+        rows.append({"id": p.id, "prompt": p.turns[-1].text, "prompt_ids": ids, "image_path": image,
+                     "answer": p.answer, **{k: p.extra.get(k) for k in columns}})
+    return Dataset.from_list(rows)
+
+
+def stop_token_ids(processor, template_name: str) -> list[int]:
+    """The tokenizer's EOS and the template's end-of-turn token: where a completion ends."""
+    from vistune.data_prep import get_template
+
+    tokenizer = processor.tokenizer
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    piece = getattr(get_template(template_name), "end_of_turn", None)
+    if piece:
+        text = piece.replace("{eos}", tokenizer.eos_token or "").replace("{bos}", tokenizer.bos_token or "").strip()
+        tok = tokenizer.convert_tokens_to_ids(text) if text else None
+        if tok is not None and tok != tokenizer.unk_token_id and tok not in ids:
+            ids.append(int(tok))
+    return ids
+
+
+class ImagePrompts:
+    """The methods of TRL's GRPOTrainer that read prompts, for vistune's tokenised prompt rows with images."""
+
+    image_transform = None  # vistune.data_prep.images.inputs.FixedTransform (set in make_trainer)
+    _rollout_pixels: torch.Tensor | None = None  # the images of the generation batch being scored
+    _rollout_images: list | None = None  # the same as PIL images (vLLM takes those)
+    _rollout_ids: list[list[int]] | None = None  # the prompts' token ids
+
+    def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+        """TRL's rollout + scoring, with this batch's images in vistune's transform; one image per row."""
+        from PIL import Image
+
+        images = []
+        for row in inputs:
+            with Image.open(row["image_path"]) as img:
+                images.append(img.convert("RGB"))
+        dtype = next(llava_of(self.model).model.vision_tower.parameters()).dtype
+        self._rollout_pixels = self.image_transform.encode(images)["pixel_values"].to(self.accelerator.device, dtype)
+        self._rollout_ids, self._rollout_images = [list(row["prompt_ids"]) for row in inputs], [[i] for i in images]
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            pixels, self._rollout_pixels, self._rollout_images = self._rollout_pixels, None, None
+        output["pixel_values"] = pixels  # split and shuffled with the other rows by TRL
+        return output
+
+    def _tokenize_prompts(self, prompts: list):
+        """(prompt ids, images, multimodal fields) as TRL's generation wants them: vistune's ids and pixels."""
+        return self._rollout_ids, None, {"pixel_values": self._rollout_pixels}
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's generation; vLLM (rl.use_vllm) takes the rollout's images as PIL images with the same ids."""
+        if self.use_vllm and images is None:
+            images = self._rollout_images
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, pixel_values=None,
+                                           num_images=None, **kwargs):
+        """TRL's log-probs, one image per row; the forwards it runs while scoring a rollout (old / reference
+        log-probs) get the rollout's images, which TRL would only have from its own processor."""
+        if pixel_values is None:
+            pixel_values = self._rollout_pixels
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                          batch_size, compute_entropy, compute_aux_loss,
+                                                          pixel_values=pixel_values,
+                                                          num_images=num_images or [1] * input_ids.size(0), **kwargs)
+
+
+class RLTrainer(ImagePrompts, VistuneTrainer, GRPOTrainer):
+    """VistuneTrainer's machinery (artifacts, atomic checkpoints, non-finite guard, signals) over TRL's
+    GRPOTrainer, whose rollouts, rewards, loss and metrics are used unchanged."""
+
+    def __init__(self, *args, image_transform=None, **kwargs):
+        self.image_transform = image_transform
+        super().__init__(*args, **kwargs)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Trainer's accumulation window: GRPO's batches are rows to generate from, not token batches to meter
+        or check for supervised tokens."""
+        return super(VistuneTrainer, self).get_batch_samples(epoch_iterator, num_batches, device)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = GRPOTrainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        self._check_finite(loss, [])
+        return loss
+
+
+def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
+    """RLTrainer with the rewards `rl.rewards` names (checked on the first rows before training starts)."""
+    from vistune.data_prep.images.inputs import image_transform
+    from vistune.model import apply_stage_policy, lora_config
+    from vistune.train.loop.rewards import probe_rewards, resolve_rewards
+    from vistune.train.run.build import lora_settings, uses_lora
+
+    rl = config.rl
+    model = kwargs.pop("model")
+    kwargs.pop("data_collator", None)  # TRL batches rows as they are
+    rewards = resolve_rewards(rl.rewards, rl.format_regex, rl.format_max_words)
+    dataset = kwargs["train_dataset"]
+    probe_rewards(rewards, [dataset[i] for i in range(min(2, len(dataset)))])
+    processor = kwargs["run_files"]["processor"]
+    stops = stop_token_ids(processor, config.template)
+    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
+    trainer = RLTrainer(model=model, reward_funcs=rewards, processing_class=processor, peft_config=peft_config,
+                        image_transform=image_transform(processor, config.data.aspect), **kwargs)
+    if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
+        apply_stage_policy(trainer.model, "rl", config.method)
+    return trainer
