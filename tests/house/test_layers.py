@@ -14,6 +14,14 @@ ROOT = Path(vistune.__file__).parent
 # Lowest first. `vistune` itself (constants) is the floor; `vistune.cli` (the command list) the roof.
 LAYERS = ["model", "data_prep", "perf", "eval", "train", "serve", "plan", "bench", "quickstart"]
 
+# Inside a room, its sub-packages, lowest first; "*" stands for the room's loose modules. A room's `cli` and
+# `__init__` are its roof: they may import any floor of it. A room not listed here has no floors to check.
+SUBLAYERS = {
+    "model": ["tiny", "*", "checkpoints"],
+    "data_prep": ["records", "images", "text", "store", "batching", "doctor", "synth"],
+    "train": ["saving", "loop", "run", "stages"],
+}
+
 
 def _modules() -> dict[str, Path]:
     found = {}
@@ -101,3 +109,41 @@ def test_no_import_circles():
         if v not in index:
             visit(v)
     assert not circles, "modules that import each other (round a loop): " + "; ".join(map(str, circles))
+
+
+def _floor(module: str) -> int | None:
+    """Where `module` stands inside its room (None: a loose module in a room that has no "*" floor)."""
+    parts = module.split(".")
+    floors = SUBLAYERS[parts[1]]
+    if len(parts) == 2 or parts[2] == "cli":
+        return len(floors)  # the roof
+    if parts[2] in floors:
+        return floors.index(parts[2])
+    return floors.index("*") if "*" in floors else None
+
+
+def test_every_sub_package_is_a_floor():
+    wrong = []
+    for room, floors in SUBLAYERS.items():
+        subs = {p.name for p in (ROOT / room).iterdir() if (p / "__init__.py").exists()}
+        if subs != set(floors) - {"*"}:
+            wrong.append(f"{room}: sub-packages not placed in SUBLAYERS: {sorted(subs ^ (set(floors) - {'*'}))}")
+        loose = {p.stem for p in (ROOT / room).glob("*.py")} - {"__init__", "cli"}
+        if loose and "*" not in floors:
+            wrong.append(f"{room}: loose modules beside its sub-packages: {sorted(loose)}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_imports_point_down_inside_rooms():
+    wrong = []
+    for module, imported in _graph().items():
+        room = _room(module)
+        if room not in SUBLAYERS:
+            continue
+        for target in imported:
+            if _room(target) != room:
+                continue
+            here, there = _floor(module), _floor(target)
+            if here is not None and there is not None and there > here:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports up the floors of a room:\n" + "\n".join(sorted(wrong))
