@@ -43,6 +43,7 @@ class Exported:
     base_lora: Path  # base + adapter/ (the LoRA the run trained)
     llava_next: Path  # a LLaVA-NeXT (AnyRes) export, briefly trained: its weights and image_newline must load
     items: list[dict]  # held-out questions: {"image": absolute path, "question": text}
+    data: Path  # the synthetic data they come from: heldout.json (the same questions), images/
     rank: int  # the adapter's LoRA rank
 
 
@@ -77,7 +78,7 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
     items = [{"image": str(root / "data" / r["image"]),
               "question": r["conversations"][0]["value"].replace("<image>", "").strip()} for r in heldout]
     rank = json.loads((root / "base_lora" / "adapter" / "adapter_config.json").read_text())["r"]
-    return Exported(root / "merged", root / "base_lora", root / "llava_next", items[:N_QUESTIONS], rank)
+    return Exported(root / "merged", root / "base_lora", root / "llava_next", items[:N_QUESTIONS], root / "data", rank)
 
 
 def vistune_answers(export: Path, items: list[dict], adapter: Path | None = None, max_new_tokens: int = 16) -> list[str]:
