@@ -28,13 +28,18 @@ def vllm_env() -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def serve_bin() -> Path:
+def require_serve_bin() -> Path:
+    """.venv-serve/bin; skips the test without it, or fails it in CI."""
     if (SERVE_BIN / "python").is_file():
         return SERVE_BIN
     if os.environ.get("CI") == "true":
         pytest.fail(".venv-serve is missing in CI: .ci/run must run scripts/setup_serve.sh before the tests")
     pytest.skip(".venv-serve is absent: `bash scripts/setup_serve.sh` builds it (vLLM's CPU build) for these tests")
+
+
+@pytest.fixture(scope="session")
+def serve_bin() -> Path:
+    return require_serve_bin()
 
 
 @dataclass
