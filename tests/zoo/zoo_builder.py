@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 HIDDEN, LAYERS, HEADS, INTER = 64, 2, 4, 128
+SERVED_HEAD_DIM = 64  # the llava-hf entries' LLM head size: vLLM's CPU attention has kernels for 64, none for 16
 V_HIDDEN, V_LAYERS, V_HEADS, IMAGE, PATCH = 32, 3, 2, 28, 14
 
 LLAMA3_TEMPLATE = (
@@ -412,8 +413,8 @@ def llava_hf(out: Path, vicuna_dir: Path, clip_dir: Path) -> Path:
     tokenizer.add_special_tokens({"pad_token": "<pad>"})
     vocab = (len(tokenizer) + 63) // 64 * 64
     text = LlamaConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                       num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=512,
-                       pad_token_id=tokenizer.pad_token_id)
+                       num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=SERVED_HEAD_DIM,
+                       max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
     vision = CLIPVisionConfig.from_pretrained(clip_dir)
     config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -494,7 +495,8 @@ def llava_next_mistral(out: Path, mistral_dir: Path, clip_dir: Path) -> Path:
         size={"shortest_edge": s}, crop_size={"height": s, "width": s}, do_center_crop=True,
         image_mean=list(clip_processor.image_mean), image_std=list(clip_processor.image_std), resample=3,
         image_grid_pinpoints=[[s, 2 * s], [2 * s, s], [2 * s, 2 * s], [3 * s, s], [s, 3 * s]])
-    config = LlavaNextConfig(text_config=AutoConfig.from_pretrained(mistral_dir).to_dict(),
+    text = {**AutoConfig.from_pretrained(mistral_dir).to_dict(), "head_dim": SERVED_HEAD_DIM}  # served by vLLM
+    config = LlavaNextConfig(text_config=text,
                              vision_config=CLIPVisionConfig.from_pretrained(clip_dir).to_dict(),
                              image_grid_pinpoints=image_processor.image_grid_pinpoints,
                              use_image_newline_parameter=True, image_token_index=base_vocab,
