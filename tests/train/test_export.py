@@ -89,7 +89,7 @@ def test_source_only_config_keys_are_dropped(tmp_path):
     assert config["text_config"] == {"model_type": "llama", "hidden_size": 576}
 
 
-def test_hub_names_move_only_the_tower():
+def test_hub_names_keep_hub_keys_and_move_the_in_memory_ones():
     from vistune.train.saving.hub_layout import hub_name
 
     assert hub_name("vision_tower.embeddings.patch_embedding.weight") == \
@@ -98,3 +98,9 @@ def test_hub_names_move_only_the_tower():
     for key in ("language_model.model.norm.weight", "language_model.lm_head.weight", "image_newline",
                 "multi_modal_projector.linear_1.weight"):
         assert hub_name(key) == key
+    # a model loaded from weights in transformers 5's in-memory names (an imported LLaVA) is saved under them
+    assert hub_name("model.language_model.layers.0.mlp.up_proj.weight") == "language_model.model.layers.0.mlp.up_proj.weight"
+    assert hub_name("lm_head.weight") == "language_model.lm_head.weight"
+    assert hub_name("model.vision_tower.embeddings.class_embedding") == "vision_tower.vision_model.embeddings.class_embedding"
+    assert hub_name("model.multi_modal_projector.linear_2.bias") == "multi_modal_projector.linear_2.bias"
+    assert hub_name("model.image_newline") == "image_newline"

@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.train.helpers import assert_hub_layout
+
 MESSAGES = [{"role": "user", "content": "<image>\nWhat is the colour of the shape?"},
             {"role": "assistant", "content": "red"}, {"role": "user", "content": "How many shapes are there?"},
             {"role": "assistant", "content": "two"}]
@@ -34,6 +36,7 @@ def _roundtrip(tmp_path, shapes, **settings) -> None:
     config = load_config(None, [f"{k}={v}" for k, v in items.items()])
     assert train(config).global_step == 1
     out = export(tmp_path / "run", tmp_path / "export", mode="merged", dtype="float32")
+    assert {"language_model.model.", "vision_tower.vision_model.", "multi_modal_projector."} <= assert_hub_layout(out)
 
     trained, processor, _ = load_trained(tmp_path / "run", merge=True)
     plain = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()
@@ -48,6 +51,7 @@ def _roundtrip(tmp_path, shapes, **settings) -> None:
     from peft import PeftModel
 
     split = export(tmp_path / "run", tmp_path / "export-base+lora", mode="base+lora", dtype="float32")
+    assert "vision_tower.vision_model." in assert_hub_layout(split)
     base = LlavaForConditionalGeneration.from_pretrained(split, dtype=torch.float32)
     with_adapter = PeftModel.from_pretrained(base, str(split / "adapter")).eval()
     config = base.config

@@ -15,13 +15,22 @@ from pathlib import Path
 
 TOWER = "vision_tower."
 HUB_TOWER = "vision_tower.vision_model."
+# transformers 5.x's in-memory names -> the hub's. A model loaded from weights already in these in-memory names (an
+# imported LLaVA checkpoint, an earlier export) is saved under them unchanged, so an export renames them here too.
+MEMORY_TO_HUB = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                 ("model.vision_tower.", TOWER), ("model.multi_modal_projector.", "multi_modal_projector."),
+                 ("model.image_newline", "image_newline"))
 # Keys of a config (top level, text_config, vision_config) that describe how the *source* weights were stored, not
 # the weights an export writes: a GGUF file's or a 4-bit base's quantisation, dequantised before export.
 SOURCE_ONLY_KEYS = ("quantization_config", "gguf_file")
 
 
 def hub_name(key: str) -> str:
-    """The hub-layout name of one saved weight (only the tower's change)."""
+    """The hub-layout name of one saved weight."""
+    for memory, hub in MEMORY_TO_HUB:
+        if key.startswith(memory):
+            key = hub + key[len(memory):]
+            break
     if key.startswith(TOWER) and not key.startswith(HUB_TOWER):
         return HUB_TOWER + key[len(TOWER):]
     return key
