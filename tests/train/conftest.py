@@ -32,6 +32,18 @@ def shapes(tmp_path_factory, tiny_parts):
     return root
 
 
+@pytest.fixture(scope="session")
+def instruct_run(shapes, tmp_path_factory) -> Path:
+    """A short stage-2 LoRA run (2 steps), the start of the prefer and rl stages' tests (they only read it)."""
+    from vistune.train.run.config import load_config
+    from vistune.train.stages.engine import train
+
+    out = tmp_path_factory.mktemp("instruct")
+    train(load_config(TINY / "instruct_lora.yaml", tiny_overrides(
+        shapes, out, **{"model.projector": "null", "optim.max_steps": 2, "save_steps": 0})))
+    return out
+
+
 def subprocess_env() -> dict:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
@@ -39,9 +51,9 @@ def subprocess_env() -> dict:
     return env
 
 
-def assert_export_logits(exported: Path, mode: str, batch: dict, expected, tmp_path: Path, atol: float) -> None:
-    """The export (merged or base+lora), loaded in a fresh process by plain transformers / PEFT (load_exported.py),
-    gives `expected` logits on `batch`."""
+def export_logits(exported: Path, mode: str, batch: dict, tmp_path: Path):
+    """Logits of the export (merged or base+lora) on `batch`, loaded in a fresh process by plain transformers / PEFT
+    (load_exported.py): no vistune code in the model."""
     import subprocess
     import sys
 
@@ -50,9 +62,16 @@ def assert_export_logits(exported: Path, mode: str, batch: dict, expected, tmp_p
     torch.save(batch, tmp_path / "batch.pt")
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("load_exported.py")), str(exported), mode,
                            str(tmp_path / "batch.pt"), str(tmp_path / "logits.pt")], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=atol)
+    return torch.load(tmp_path / "logits.pt")
+
+
+def assert_export_logits(exported: Path, mode: str, batch: dict, expected, tmp_path: Path, atol: float) -> None:
+    """The export, loaded in a fresh process by plain transformers / PEFT, gives `expected` logits on `batch`."""
+    import torch
+
+    torch.testing.assert_close(export_logits(exported, mode, batch, tmp_path), expected, rtol=0, atol=atol)
 
 
 def tiny_overrides(shapes: Path, out: Path, data: str = "small.json", **extra) -> list[str]:

@@ -22,14 +22,6 @@ PREFER = {"optim.max_steps": 3, "save_steps": 2, "optim.per_device_batch_size": 
 
 
 @pytest.fixture(scope="module")
-def instruct_run(shapes, tmp_path_factory):
-    out = tmp_path_factory.mktemp("instruct")
-    train(load_config(TINY / "instruct_lora.yaml", tiny_overrides(
-        shapes, out, **{"model.projector": "null", "optim.max_steps": 2, "save_steps": 0})))
-    return out
-
-
-@pytest.fixture(scope="module")
 def pairs(shapes):
     """prefer.json (16 good pairs) and mixed.json: 8 good pairs and one of each bad kind."""
     from vistune.data_prep.synth import synthesize_preferences

@@ -20,14 +20,6 @@ RL = {"optim.max_steps": 3, "save_steps": 2}
 
 
 @pytest.fixture(scope="module")
-def instruct_run(shapes, tmp_path_factory):
-    out = tmp_path_factory.mktemp("instruct")
-    train(load_config(TINY / "instruct_lora.yaml", tiny_overrides(
-        shapes, out, **{"model.projector": "null", "optim.max_steps": 2, "save_steps": 0})))
-    return out
-
-
-@pytest.fixture(scope="module")
 def questions(shapes):
     from vistune.data_prep.synth.rl import synthesize_rl
 

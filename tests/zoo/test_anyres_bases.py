@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-LOAD_EXPORTED = Path(__file__).parents[1] / "train" / "load_exported.py"
+from tests.train.conftest import export_logits
+
 KEPT = ("image_grid_pinpoints", "vision_feature_layer", "vision_feature_select_strategy", "image_token_index",
         "vision_aspect_ratio", "model_type")
 
@@ -41,15 +42,6 @@ def _train(base: Path, shapes: Path, out: Path, method: str):
     config = load_config(None, [f"{k}={v}" for k, v in items.items()])
     assert config.template == "auto"  # the base's own chat template
     return train(config)
-
-
-def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch.Tensor:
-    torch.save(batch, tmp_path / "batch.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(LOAD_EXPORTED), str(export), mode, str(tmp_path / "batch.pt"),
-                           str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    return torch.load(tmp_path / "logits.pt")
 
 
 def test_onevision_base_without_torchvision_is_one_clear_error(tmp_path):
@@ -128,7 +120,7 @@ def test_finetune_anyres_base_and_export(zoo, shapes, tmp_path, name, method):
         assert after["text_config"]["vocab_size"] == before["text_config"]["vocab_size"]
         assert AutoProcessor.from_pretrained(out).chat_template == base_template
         loaded_as = "base+lora" if (out / "adapter").is_dir() else "merged"
-        torch.testing.assert_close(_plain_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
+        torch.testing.assert_close(export_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
                                    atol=1e-4 if method == "qlora" else 1e-5)
 
 

@@ -6,9 +6,6 @@ the trained model's logits, carries a valid generation config, and has vocab_siz
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-LOAD_EXPORTED = Path(__file__).parents[1] / "train" / "load_exported.py"
+from tests.train.conftest import export_logits
+
 LLMS = {"vicuna": "vicuna_v1", "qwen2": "auto"}  # zoo entry -> conversation template
 
 
@@ -43,15 +41,6 @@ def _embedding_rows(export: Path) -> int:
                 if key.endswith("embed_tokens.weight"):
                     return f.get_slice(key).get_shape()[0]
     raise AssertionError(f"{export}: no embed_tokens weight")
-
-
-def _plain_logits(export: Path, mode: str, batch: dict, tmp_path: Path) -> torch.Tensor:
-    torch.save(batch, tmp_path / "batch.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(LOAD_EXPORTED), str(export), mode, str(tmp_path / "batch.pt"),
-                           str(tmp_path / "logits.pt")], capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    return torch.load(tmp_path / "logits.pt")
 
 
 @pytest.mark.slow
@@ -88,5 +77,5 @@ def test_stage1_stage2_exports_load_in_plain_transformers(zoo, shapes, tmp_path,
         assert generation.temperature is None or generation.do_sample  # Vicuna's flags unset, not left dangling
         assert (out / "adapter").is_dir() == (mode == "base+lora" and method != "full")
         loaded_as = "base+lora" if (out / "adapter").is_dir() else "merged"  # a full run has no adapter to keep apart
-        torch.testing.assert_close(_plain_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
+        torch.testing.assert_close(export_logits(out, loaded_as, batch, tmp_path), expected, rtol=0,
                                    atol=1e-4 if method == "qlora" else 1e-5)
