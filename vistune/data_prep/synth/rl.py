@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from vistune.data_prep.synth.shapes import QUESTIONS, _llava, _write_image, question, scene_for, write_splits
+from vistune.data_prep.synth.shapes import _llava, one_question_per_image, question, write_splits
 
 
 def synthesize_rl(out_dir: str | Path, n: int = 400, seed: int = 2, *, n_heldout: int = 200,
@@ -19,15 +19,8 @@ def synthesize_rl(out_dir: str | Path, n: int = 400, seed: int = 2, *, n_heldout
     types in turn (colour, shape, count, position)."""
     rng = random.Random(seed)
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    types = list(QUESTIONS)
-    splits = {}
-    for split, count in (("rl", n), ("rl_heldout", n_heldout)):
-        rows = []
-        for i in range(count):
-            kind = types[i % len(types)]
-            scene, image = _write_image(out, f"{split}_{i:06d}", scene=scene_for(rng, kind), size=image_size, rng=rng)
-            record = _llava(f"{split}-{i}", image, [(question(rng, scene, kind), scene.answer(kind))])
-            rows.append({**record, "question_type": kind, "answer": scene.answer(kind)})
-        splits[split] = rows
+    splits = {"rl": [], "rl_heldout": []}
+    for split, i, kind, scene, image in one_question_per_image(out, rng, {"rl": n, "rl_heldout": n_heldout}, image_size):
+        record = _llava(f"{split}-{i}", image, [(question(rng, scene, kind), scene.answer(kind))])
+        splits[split].append({**record, "question_type": kind, "answer": scene.answer(kind)})
     return write_splits(out, splits)

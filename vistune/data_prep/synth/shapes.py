@@ -150,23 +150,26 @@ def synthesize_preferences(out_dir: str | Path, n: int = 600, seed: int = 1, *, 
     """Writes prefer.json and prefer_heldout.json (new images, never in the other splits): one question per
     image, chosen = the right answer, rejected = a plausible wrong one (colour, shape, count or position)."""
     rng = random.Random(seed)
-    out = Path(out_dir)
+    splits = {"prefer": [], "prefer_heldout": []}
+    for split, i, kind, scene, image in one_question_per_image(Path(out_dir), rng, {"prefer": n, "prefer_heldout": n_heldout},
+                                                               image_size):
+        splits[split].append({"id": f"{split}-{i}", "image": image,
+                              "conversations": [{"from": "human", "value": "<image>\n" + question(rng, scene, kind)}],
+                              "chosen": scene.answer(kind), "rejected": wrong_answer(rng, scene, kind),
+                              "question_type": kind})
+    return write_splits(Path(out_dir), splits)
+
+
+def one_question_per_image(out: Path, rng: random.Random, counts: dict[str, int], size: int):
+    """(split, index, question type, scene, image path) for `counts[split]` new images per split, the question types
+    in turn, each scene drawn so its type can be asked: the skeleton of the preference and rl sets."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     types = list(QUESTIONS)
-    paths = {}
-    for split, count in (("prefer", n), ("prefer_heldout", n_heldout)):
-        rows = []
+    for split, count in counts.items():
         for i in range(count):
             kind = types[i % len(types)]
-            scene = scene_for(rng, kind)
-            scene, image = _write_image(out, f"{split}_{i:06d}", scene=scene, size=image_size, rng=rng)
-            rows.append({"id": f"{split}-{i}", "image": image,
-                         "conversations": [{"from": "human", "value": "<image>\n" + question(rng, scene, kind)}],
-                         "chosen": scene.answer(kind), "rejected": wrong_answer(rng, scene, kind),
-                         "question_type": kind})
-        paths[split] = out / f"{split}.json"
-        paths[split].write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    return paths
+            scene, image = _write_image(out, f"{split}_{i:06d}", scene=scene_for(rng, kind), size=size, rng=rng)
+            yield split, i, kind, scene, image
 
 
 def _write_image(out: Path, name: str, *, scene: Scene, size: int, rng: random.Random) -> tuple[Scene, str]:
