@@ -13,6 +13,7 @@ generates with vLLM in colocate mode from the same token ids and images.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from trl import GRPOConfig, GRPOTrainer
 from vistune.model.compose import llava_of
 from vistune.train.loop.trainer import VistuneTrainer
 from vistune.train.run.config import ConfigError, RunConfig
+from vistune.train.stages.rollouts import SeededSampling, rollout_seeds
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,7 @@ class ImagePrompts:
     _rollout_pixels: torch.Tensor | None = None  # the images of the generation batch being scored
     _rollout_images: list | None = None  # the same as PIL images (vLLM takes those)
     _rollout_ids: list[list[int]] | None = None  # the prompts' token ids
+    _rollout_seeds: list[int] | None = None  # each row's sampling seed
 
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
         """TRL's rollout + scoring, with this batch's images in vistune's transform; one image per row."""
@@ -126,6 +129,7 @@ class ImagePrompts:
         dtype = next(llava_of(self.model).model.vision_tower.parameters()).dtype
         self._rollout_pixels = self.image_transform.encode(images)["pixel_values"].to(self.accelerator.device, dtype)
         self._rollout_ids, self._rollout_images = [list(row["prompt_ids"]) for row in inputs], [[i] for i in images]
+        self._rollout_seeds = self._seeds([str(row["id"]) for row in inputs])
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
@@ -137,11 +141,45 @@ class ImagePrompts:
         """(prompt ids, images, multimodal fields) as TRL's generation wants them: vistune's ids and pixels."""
         return self._rollout_ids, None, {"pixel_values": self._rollout_pixels}
 
+    def _seeds(self, ids: list[str]) -> list[int]:
+        """Each row's sampling seed (vistune.train.stages.rollouts): the same for a row whatever process holds it."""
+        from accelerate.utils import gather_object
+
+        per_process = gather_object([ids])
+        offset = sum(len(chunk) for chunk in per_process[:self.accelerator.process_index])
+        return rollout_seeds(ids, [i for chunk in per_process for i in chunk], offset, self.args.seed,
+                             self.state.global_step)
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """TRL's generation; vLLM (rl.use_vllm) takes the rollout's images as PIL images with the same ids."""
-        if self.use_vllm and images is None:
-            images = self._rollout_images
-        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        """vLLM (rl.use_vllm) generates through TRL from the same ids and the rollout's PIL images; otherwise
+        transformers' generate, each row sampling from its own seeded stream (see rollouts.py), where TRL would
+        sample from the process's generator (different completions for each process layout)."""
+        if self.use_vllm:
+            return super()._generate_single_turn(prompt_ids, images or self._rollout_images, multimodal_fields,
+                                                 num_generations, has_tool_images)
+        from transformers import LogitsProcessorList
+        from trl.models import unwrap_model_for_generation
+
+        device, pad_id = self.accelerator.device, self._tokenizer.pad_token_id
+        width = max(len(ids) for ids in prompt_ids)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=device)
+        config = copy.deepcopy(self.generation_config)
+        sampling = SeededSampling(self._rollout_seeds, device, config.temperature, config.top_k, config.top_p,
+                                  config.min_p)
+        config.do_sample, config.temperature, config.top_k, config.top_p, config.min_p = False, None, None, None, None
+        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                          generation_kwargs=self.generation_kwargs,
+                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
+              as model, torch.no_grad()):
+            out = model.generate(input_ids=input_ids, attention_mask=mask, pixel_values=self._rollout_pixels,
+                                 generation_config=config, logits_processor=LogitsProcessorList([sampling]))
+        completions = []
+        for row in out[:, width:].tolist():  # each completion up to and including its first stop token
+            ends = [i for i, tok in enumerate(row) if tok in self.eos_token_ids]
+            completions.append(row[:ends[0] + 1] if ends else row)
+        return completions, None
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, pixel_values=None,
