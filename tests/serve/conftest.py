@@ -47,6 +47,8 @@ class Exported:
     merged: Path  # LoRA folded in
     base_lora: Path  # base + adapter/ (the LoRA the run trained)
     llava_next: Path  # a LLaVA-NeXT (AnyRes) export, briefly trained: its weights and image_newline must load
+    rl_merged: Path  # a LoRA stage rl (GRPO) from the base, exported merged
+    rl_base_lora: Path  # the same rl run exported base + adapter/
     items: list[dict]  # held-out questions: {"image": absolute path, "question": text}
     data: Path  # the synthetic data they come from: heldout.json (the same questions), images/
     rank: int  # the adapter's LoRA rank
@@ -55,8 +57,9 @@ class Exported:
 @pytest.fixture(scope="session")
 def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
     """A head-size-64 tiny LLaVA: full instruct tuning (so that answers depend on the question), then a LoRA stage
-    on its export, exported merged and base+lora in float32."""
+    and a LoRA stage rl on its export, each exported merged and base+lora in float32."""
     from vistune.data_prep import synthesize
+    from vistune.data_prep.synth.rl import synthesize_rl
     from vistune.model.tiny import TinySpec, ensure_tiny_parts
     from vistune.train.run.config import load_config
     from vistune.train.saving.export import export
@@ -75,6 +78,12 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
         f"output_dir={root / 'lora'}", f"model.base={root / 'base'}", "optim.max_steps=12", "optim.lr=3e-3"]))
     export(root / "lora", root / "merged", mode="merged", dtype="float32")
     export(root / "lora", root / "base_lora", mode="base+lora", dtype="float32")
+    rl_data = synthesize_rl(root / "rl-data", n=32, n_heldout=4, seed=1)["rl"]
+    train(load_config(TINY / "rl_lora.yaml", [
+        f"data.path={rl_data}", f"data.image_root={root / 'rl-data'}", "save_steps=0", f"rl.start={root / 'base'}",
+        f"output_dir={root / 'rl'}", "optim.max_steps=6", "optim.lr=3e-3", "rl.beta=0.1"]))
+    export(root / "rl", root / "rl_merged", mode="merged", dtype="float32")
+    export(root / "rl", root / "rl_base_lora", mode="base+lora", dtype="float32")
     train(load_config(TINY / "instruct_full.yaml", common + [
         f"output_dir={root / 'next'}", f"model.vision={vision}", f"model.llm={llm}", "model.arch=llava_next",
         "data.max_length=512", "optim.max_steps=20", "optim.lr=3e-3", "optim.projector_lr=3e-3"]))
@@ -83,7 +92,8 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
     items = [{"image": str(root / "data" / r["image"]),
               "question": r["conversations"][0]["value"].replace("<image>", "").strip()} for r in heldout]
     rank = json.loads((root / "base_lora" / "adapter" / "adapter_config.json").read_text())["r"]
-    return Exported(root / "merged", root / "base_lora", root / "llava_next", items[:N_QUESTIONS], root / "data", rank)
+    return Exported(root / "merged", root / "base_lora", root / "llava_next", root / "rl_merged", root / "rl_base_lora",
+                    items[:N_QUESTIONS], root / "data", rank)
 
 
 def vistune_answers(export: Path, items: list[dict], adapter: Path | None = None, max_new_tokens: int = 16) -> list[str]:

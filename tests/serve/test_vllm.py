@@ -25,7 +25,11 @@ def vllm_results(serve_bin, vllm_exports, tmp_path_factory) -> dict:
     jobs = {"merged": {"model": str(vllm_exports.merged), "lora": None},
             "base+lora": {"model": str(vllm_exports.base_lora), "lora": str(vllm_exports.base_lora / "adapter"),
                           "max_lora_rank": vllm_exports.rank},
-            "llava_next": {"model": str(vllm_exports.llava_next), "lora": None}}
+            "llava_next": {"model": str(vllm_exports.llava_next), "lora": None},
+            "rl merged": {"model": str(vllm_exports.rl_merged), "lora": None},
+            "rl base+lora": {"model": str(vllm_exports.rl_base_lora), "lora": str(vllm_exports.rl_base_lora / "adapter"),
+                             "max_lora_rank": json.loads((vllm_exports.rl_base_lora / "adapter" /
+                                                          "adapter_config.json").read_text())["r"]}}
     for job in jobs.values():
         job.update(items=vllm_exports.items, max_tokens=16)
     (tmp / "jobs.json").write_text(json.dumps(list(jobs.values())))
@@ -36,13 +40,15 @@ def vllm_results(serve_bin, vllm_exports, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["merged", "base+lora"])
+@pytest.mark.parametrize("mode", ["merged", "base+lora", "rl merged", "rl base+lora"])
 def test_vllm_answers_equal_vistunes(mode, vllm_results, vllm_exports):
+    """Instruct (LoRA) and rl (GRPO, LoRA) exports alike."""
     result = vllm_results[mode]
     assert result["error"] is None, result["error"]
     served = [a["text"].strip() for a in result["answers"]]
-    export = vllm_exports.merged if mode == "merged" else vllm_exports.base_lora
-    adapter = export / "adapter" if mode == "base+lora" else None
+    export = {"merged": vllm_exports.merged, "base+lora": vllm_exports.base_lora, "rl merged": vllm_exports.rl_merged,
+              "rl base+lora": vllm_exports.rl_base_lora}[mode]
+    adapter = export / "adapter" if mode.endswith("base+lora") else None
     expected = vistune_answers(export, vllm_exports.items, adapter)
     assert len(served) == N_QUESTIONS
     assert len(set(expected)) >= 2, f"a degenerate model answers everything alike: {expected}"
@@ -50,11 +56,12 @@ def test_vllm_answers_equal_vistunes(mode, vllm_results, vllm_exports):
 
 
 @pytest.mark.slow
-def test_base_lora_answers_as_the_merged_export_token_for_token(vllm_results):
+@pytest.mark.parametrize("stage", ["", "rl "])
+def test_base_lora_answers_as_the_merged_export_token_for_token(stage, vllm_results):
     """The base+lora engine with its LoRA request and the merged engine hold the same trained weights."""
-    assert vllm_results["merged"]["answers"], vllm_results["merged"]["error"]
-    merged = [a["token_ids"] for a in vllm_results["merged"]["answers"]]
-    lora = [a["token_ids"] for a in vllm_results["base+lora"]["answers"]]
+    assert vllm_results[f"{stage}merged"]["answers"], vllm_results[f"{stage}merged"]["error"]
+    merged = [a["token_ids"] for a in vllm_results[f"{stage}merged"]["answers"]]
+    lora = [a["token_ids"] for a in vllm_results[f"{stage}base+lora"]["answers"]]
     assert merged == lora
 
 

@@ -194,38 +194,46 @@ def test_qlora_rl_from_an_export(shapes, questions, instruct_run, tmp_path):
     assert json.loads((out / "base.json").read_text())["load_in_4bit"] is True
 
 
+ONE_AS_TWO = {"optim.max_steps": 4, "save_steps": 0, "rl.beta": 0.1, "optim.lr": 2e-2,
+              "rl.rewards": "[tests.train.rl_rewards:length, exact]", "rl.reward_weights": "[]"}
+
+
+@pytest.fixture(scope="module")
+def one_process_rl(shapes, questions, instruct_run, tmp_path_factory) -> Path:
+    """Four rl steps at temperature 1 with a KL term, 8 completions (2 prompts) per step, in this process."""
+    out = tmp_path_factory.mktemp("rl-one-process") / "run"
+    train(_config(shapes, out, instruct_run, **ONE_AS_TWO))
+    return out
+
+
 @pytest.mark.slow
-def test_two_zero2_processes_train_as_one_process(shapes, questions, instruct_run, tmp_path):
-    """Two ZeRO-2 processes (4 completions each) against one process (8) at equal global batch, sampling at
-    temperature 1 with a KL term: each completion's random stream is seeded by its prompt and copy, not by its
-    process, so both layouts draw the same completions, and every step logs the same loss, rewards, KL and gradient
-    norm; the adapters they save are the same."""
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_two_deepspeed_processes_train_as_one_process(zero, one_process_rl, shapes, instruct_run, tmp_path):
+    """Two DeepSpeed processes (4 completions each) against one process (8) at equal global batch: each completion's
+    random stream is seeded by its prompt and copy, not by its process, so both layouts draw the same completions,
+    and every step logs the same loss, rewards, KL and gradient norm; the adapters they save are the same."""
     import subprocess
 
     from safetensors.torch import load_file
 
     from tests.train.conftest import REPO, subprocess_env
 
-    run = {"optim.max_steps": 4, "save_steps": 0, "rl.beta": 0.1, "optim.lr": 2e-2,
-           "rl.rewards": "[tests.train.rl_rewards:length, exact]", "rl.reward_weights": "[]"}
-    single = tmp_path / "single"
-    train(_config(shapes, single, instruct_run, **run))
-    out = tmp_path / "zero2"
+    out = tmp_path / zero
     cmd = ["deepspeed", "--num_gpus", "2", "--no_local_rank", "--module", "vistune.cli", "train",
            str(TINY / "rl_lora.yaml"), *tiny_overrides(shapes, out, "rl.json", **{
-               **RL, **run, "rl.start": instruct_run, "optim.per_device_batch_size": 4,
-               "deepspeed": REPO / "configs" / "deepspeed" / "zero2.json"})]
+               **RL, **ONE_AS_TWO, "rl.start": instruct_run, "optim.per_device_batch_size": 4,
+               "deepspeed": REPO / "configs" / "deepspeed" / f"{zero}.json"})]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     keys = ("loss", "reward", "reward_std", "kl", "grad_norm", "completions/mean_length")
     expected, got = (
         [{k: e[k] for k in keys} for e in map(json.loads, (o / "log.jsonl").read_text().splitlines())]
-        for o in (single, out))
+        for o in (one_process_rl, out))
     assert len(expected) == len(got) == 4
     assert len({e["reward"] for e in expected}) > 1 and any(e["loss"] != 0 for e in expected)  # the run moves
     for a, b in zip(expected, got):
         assert a == pytest.approx(b, abs=1e-4)
-    one, two = (load_file(o / "adapter" / "adapter_model.safetensors") for o in (single, out))
+    one, two = (load_file(o / "adapter" / "adapter_model.safetensors") for o in (one_process_rl, out))
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-4)
