@@ -47,6 +47,8 @@ class Exported:
     merged: Path  # LoRA folded in
     base_lora: Path  # base + adapter/ (the LoRA the run trained)
     llava_next: Path  # a LLaVA-NeXT (AnyRes) export, briefly trained: its weights and image_newline must load
+    base: Path  # the fully instruct-tuned model, exported merged: the start of the LoRA and rl stages
+    rl_data: Path  # rl.json: questions with exact answers, and their images
     rl_merged: Path  # a LoRA stage rl (GRPO) from the base, exported merged
     rl_base_lora: Path  # the same rl run exported base + adapter/
     items: list[dict]  # held-out questions: {"image": absolute path, "question": text}
@@ -92,8 +94,8 @@ def vllm_exports(serve_bin, tmp_path_factory) -> Exported:
     items = [{"image": str(root / "data" / r["image"]),
               "question": r["conversations"][0]["value"].replace("<image>", "").strip()} for r in heldout]
     rank = json.loads((root / "base_lora" / "adapter" / "adapter_config.json").read_text())["r"]
-    return Exported(root / "merged", root / "base_lora", root / "llava_next", root / "rl_merged", root / "rl_base_lora",
-                    items[:N_QUESTIONS], root / "data", rank)
+    return Exported(root / "merged", root / "base_lora", root / "llava_next", root / "base", rl_data, root / "rl_merged",
+                    root / "rl_base_lora", items[:N_QUESTIONS], root / "data", rank)
 
 
 def vistune_answers(export: Path, items: list[dict], adapter: Path | None = None, max_new_tokens: int = 16) -> list[str]:

@@ -115,11 +115,17 @@ class ImageTransform:
     def mean_colour(self) -> tuple[int, int, int]:
         return tuple(int(x * 255) for x in self.image_processor.image_mean)
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """The aspect step alone: an image the image processor's own resize and crop leave as it is (pad, resize),
+        or the image itself (crop: the processor's resize + centre crop). Engines that run the processor themselves
+        (vLLM) get this image and so see the pixels `__call__` gives."""
         if self.aspect == "pad":
             img = expand_to_square(img, self.mean_colour)
         if self.aspect in ("pad", "resize"):
             height, width = self.size
             img = img.resize((width, height), Image.Resampling.BICUBIC)
-        out = self.image_processor(images=img, return_tensors="pt")["pixel_values"]
+        return img
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        out = self.image_processor(images=self.geometry(img), return_tensors="pt")["pixel_values"]
         return torch.as_tensor(out[0], dtype=torch.float32)

@@ -26,10 +26,11 @@ PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rew
                    "logps/rejected", "nll_loss")
 # the rl stage's metrics, as TRL's GRPOTrainer names them: the weighted reward, each reward function's mean / std
 # (rewards/<name>/mean), completion lengths and the share cut at max_completion_length, KL to the reference (beta
-# > 0), token entropy and the share of tokens whose importance ratio was clipped
+# > 0), token entropy and the share of tokens whose importance ratio was clipped; with vLLM rollouts, how far vLLM's
+# sampling log-probs are from the policy's (sampling/sampling_logp_difference/*) and the importance-sampling ratios
 RL_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length",
            "completions/clipped_ratio", "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean")
-RL_PREFIXES = ("rewards/",)
+RL_PREFIXES = ("rewards/", "sampling/")
 
 
 class JsonlLogCallback(TrainerCallback):

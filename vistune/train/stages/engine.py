@@ -195,8 +195,9 @@ def train(config: RunConfig, callbacks: list | None = None) -> TrainResult:
         run_files={"processor": processor, "base": base_record(config, model), "config_yaml": config_yaml,
                    "save_total_limit": config.save_total_limit},
     )
-    for callback in live_eval:
-        callback.trainer = trainer
+    for callback in [*live_eval, *(callbacks or [])]:  # callbacks that ask for the trainer (a `trainer` attribute)
+        if hasattr(callback, "trainer"):
+            callback.trainer = trainer
     resume = resolve_resume(config, is_main, trainer._barrier)
     if resume:
         _say(f"resuming from {resume}")

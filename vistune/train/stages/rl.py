@@ -50,6 +50,10 @@ def build_run(config: RunConfig, skips):
     if config.method == "full" and config.rl.beta > 0:
         raise ConfigError("stage rl with method full keeps no reference copy yet: set rl.beta=0 (no KL term) or "
                           "use method lora / qlora (the reference is the network with the adapter disabled)")
+    if config.rl.use_vllm and config.method == "qlora":
+        raise ConfigError("stage rl with rl.use_vllm supports methods lora and full: vLLM would load the 4-bit start "
+                          "model with its own bitsandbytes path, which vistune has not verified; use method lora, or "
+                          "qlora without rl.use_vllm")
     config.data.packing, config.optim.liger = False, False
     if config.optim.gradient_checkpointing not in (True, False):
         config.optim.gradient_checkpointing = True
@@ -94,6 +98,18 @@ def build_dataset(config: RunConfig, processor, model):
     return Dataset.from_list(rows)
 
 
+def write_vllm_start(model, processor, out: Path) -> None:
+    """The start model in the llava-hf layout, which TRL's colocated vLLM engine loads from `model.name_or_path`
+    (a run directory or a composed model is in transformers 5's in-memory layout, which vLLM does not read). vLLM
+    gets the policy's weights before every rollout; this copy only has to load."""
+    from vistune.train.saving.hub_layout import clean_config, write_hub_layout
+
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    write_hub_layout(out)
+    clean_config(out)
+
+
 def stop_token_ids(processor, template_name: str) -> list[int]:
     """The tokenizer's EOS and the template's end-of-turn token: where a completion ends."""
     from vistune.data_prep import get_template
@@ -114,7 +130,7 @@ class ImagePrompts:
 
     image_transform = None  # vistune.data_prep.images.inputs.FixedTransform (set in make_trainer)
     _rollout_pixels: torch.Tensor | None = None  # the images of the generation batch being scored
-    _rollout_images: list | None = None  # the same as PIL images (vLLM takes those)
+    _rollout_images: list | None = None  # the same as PIL images after data.aspect's step (vLLM takes those)
     _rollout_ids: list[list[int]] | None = None  # the prompts' token ids
     _rollout_seeds: list[int] | None = None  # each row's sampling seed
 
@@ -128,7 +144,8 @@ class ImagePrompts:
                 images.append(img.convert("RGB"))
         dtype = next(llava_of(self.model).model.vision_tower.parameters()).dtype
         self._rollout_pixels = self.image_transform.encode(images)["pixel_values"].to(self.accelerator.device, dtype)
-        self._rollout_ids, self._rollout_images = [list(row["prompt_ids"]) for row in inputs], [[i] for i in images]
+        self._rollout_ids = [list(row["prompt_ids"]) for row in inputs]
+        self._rollout_images = [[self.image_transform.geometry(img)] for img in images]
         self._rollout_seeds = self._seeds([str(row["id"]) for row in inputs])
         try:
             output = super()._generate_and_score_completions(inputs)
@@ -155,6 +172,8 @@ class ImagePrompts:
         transformers' generate, each row sampling from its own seeded stream (see rollouts.py), where TRL would
         sample from the process's generator (different completions for each process layout)."""
         if self.use_vllm:
+            if self.state.global_step != self._last_loaded_step:
+                self._sync_vllm_weights()
             return super()._generate_single_turn(prompt_ids, images or self._rollout_images, multimodal_fields,
                                                  num_generations, has_tool_images)
         from transformers import LogitsProcessorList
@@ -180,6 +199,19 @@ class ImagePrompts:
             ends = [i for i, tok in enumerate(row) if tok in self.eos_token_ids]
             completions.append(row[:ends[0] + 1] if ends else row)
         return completions, None
+
+    def _sync_vllm_weights(self) -> None:
+        """TRL's weight copy into the colocated vLLM engine (PEFT merged, ZeRO-3 gathered), under the hub's names:
+        transformers 5 keeps the vision tower without its `vision_model.` prefix in memory, which vLLM's LLaVA
+        loader does not read (vistune.train.saving.hub_layout)."""
+        from vistune.train.saving.hub_layout import hub_name
+
+        generation = self.vllm_generation
+        engine = generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        for name, param in generation._iter_named_params():
+            engine.load_weights([(hub_name(name), param)])
+        generation.llm.reset_prefix_cache()
+        self._last_loaded_step = self.state.global_step
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, pixel_values=None,
@@ -230,8 +262,16 @@ def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
     stops = stop_token_ids(processor, config.template)
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
+    start_name = model.name_or_path
+    if rl.use_vllm:  # TRL's vLLM engine loads model.name_or_path: point it at the start in the hub layout
+        with kwargs["args"].main_process_first(desc="the start model for vLLM"):
+            if kwargs["args"].process_index == 0:
+                write_vllm_start(model, processor, Path(config.output_dir) / "vllm-start")
+        model.name_or_path = model.config._name_or_path = str(Path(config.output_dir) / "vllm-start")
     trainer = RLTrainer(model=model, reward_funcs=rewards, processing_class=processor, peft_config=peft_config,
                         image_transform=image_transform(processor, config.data.aspect), **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
         apply_stage_policy(trainer.model, "rl", config.method)
+        trainer.model.peft_config["default"].base_model_name_or_path = start_name
+    model.name_or_path = model.config._name_or_path = start_name  # the vLLM engine has loaded
     return trainer
