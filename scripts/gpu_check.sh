@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: on a CUDA machine with a fresh clone, installs what it needs, then checks and measures vistune on
 # one GPU in at most 8 minutes (vistune/bench/gpu_check.py: bf16 LoRA / QLoRA on SmolLM2-135M + a tiny tower, packed
-# flash-attention vs padded SDPA, Liger on vs off, the memory model vs max_memory_allocated, MFU vs the datasheet).
+# flash-attention vs padded SDPA, Liger on vs off, the memory model vs max_memory_allocated, MFU vs the datasheet,
+# stage rl with transformers vs vLLM rollouts when vLLM is installed).
 # Writes runs/gpu_check/gpu_check.json and runs/gpu_check/table.md; record the table in docs/performance.md.
 #   bash scripts/gpu_check.sh                 # on the GPU machine
 #   bash scripts/gpu_check.sh --dry-run       # anywhere (or GPU_CHECK_DRY=1): says what it would run, runs nothing
@@ -31,4 +32,6 @@ fi
 .venv/bin/python -m pip install -q -e ".[liger]" || echo "gpu_check: liger-kernel not installed: its variants are skipped"
 .venv/bin/python -m pip install -q --only-binary=:all: flash-attn \
   || echo "gpu_check: no prebuilt flash-attn wheel for this torch / CUDA: the packed runs use vistune_packed"
+.venv/bin/python -c "import vllm" 2>/dev/null \
+  || echo "gpu_check: vLLM is not in .venv: the rl-vllm check records that (pip install vllm, matching .venv's torch)"
 exec timeout 480 .venv/bin/python -m vistune.bench.gpu_check "$@"

@@ -48,3 +48,29 @@ def test_qlora_with_vllm_rollouts_is_refused(tmp_path):
     config = load_config(TINY / "rl_lora.yaml", ["method=qlora", "rl.use_vllm=true", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="rl.use_vllm supports methods lora and full"):
         build_run(config, None)
+
+
+@pytest.mark.slow
+def test_the_gpu_checks_rl_comparison_runs_on_vllms_cpu_build(serve_bin, vllm_exports, tmp_path):
+    """scripts/gpu_check.sh's rl-vllm check (vistune.bench.gpu_check.rl_check): its recipe, both rollout paths,
+    the figures it reports; from the head-size-64 export instead of SmolLM2 (float32: no bf16 units here)."""
+    script = f"""
+import json, sys, yaml
+from pathlib import Path
+from vistune.bench.gpu_check import CHECKS, recipe, rl_check
+check = next(c for c in CHECKS if c.name == "rl-vllm")
+check.steps = 3
+out = Path({str(tmp_path / "check")!r})
+out.mkdir()
+(out / "rl.yaml").write_text(yaml.safe_dump(recipe(check, Path({str(vllm_exports.rl_data.parent)!r}), out)))
+overrides = ("rl.start={vllm_exports.base}", "model.preset=tiny", "model.dtype=float32", "optim.bf16=false",
+             "optim.tf32=false")
+print("RESULT", json.dumps(rl_check(out / "rl.yaml", out, overrides)))
+"""
+    proc = subprocess.run([str(serve_bin / "python"), "-c", script], cwd=REPO, env=vllm_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert rows["transformers"]["logp_gap_mean"] is None  # no second engine to compare with
+    assert 0 <= rows["vllm"]["logp_gap_mean"] < 0.5
+    assert all(rows[k]["seconds_per_step"] > 0 for k in ("transformers", "vllm")) and rows["vllm_speedup"] > 0

@@ -45,11 +45,15 @@ CHECKS = [
           compare=["settings=llava,vistune"]),
     Check("stage1-vs-llava", "stage 1 defaults vs LLaVA's settings", stage="align", compare=["settings=llava,vistune"]),
     Check("compile", "torch.compile off vs on", compare=["optim.torch_compile=false,true"], rounds=1),
+    Check("rl-vllm", "stage rl (bf16 LoRA): transformers rollouts vs vLLM colocate rollouts (rl.use_vllm): both "
+          "finish; seconds per step; vLLM's sampling log-prob gap to the policy", stage="rl", steps=8),
 ]
 
 
 def recipe(check: Check, data: Path, out: Path) -> dict:
     """The run config of a check: bf16, 16 samples per step, lr high enough for the loss to move in 24 steps."""
+    if check.stage == "rl":
+        return rl_recipe(check, data, out)
     instruct = check.stage == "instruct"
     return {
         "stage": check.stage, "method": check.method,
@@ -63,12 +67,50 @@ def recipe(check: Check, data: Path, out: Path) -> dict:
     }
 
 
+def rl_recipe(check: Check, data: Path, out: Path) -> dict:
+    """Stage rl composed from the preset's parts (rl.start ""): 2 questions x 8 completions of <= 16 tokens per step."""
+    return {
+        "stage": "rl", "method": "lora", "model": {"preset": PRESET, "dtype": "bfloat16"},
+        "rl": {"start": "", "num_generations": 8, "max_completion_length": 16, "temperature": 1.0,
+               "rewards": ["exact", "format"], "reward_weights": [1.0, 0.1], "vllm_gpu_memory_utilization": 0.3},
+        "data": {"path": str(data / "rl.json"), "image_root": str(data), "max_length": 512, "num_workers": 2},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        "optim": {"lr": 1e-4, "per_device_batch_size": 16, "max_steps": check.steps, "warmup_ratio": 0.0,
+                  "scheduler": "constant", "bf16": True, "tf32": True},
+        "output_dir": str(out / "run"), "save_steps": 0, "resume": "none", "seed": 0,
+    }
+
+
+def rl_check(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> dict:
+    """The rl recipe with transformers rollouts, then with vLLM's (colocate): seconds per step after the first
+    (vLLM's start-up and the first weight copy are in step 1), the last reward, vLLM's largest mean log-prob gap
+    to the policy over the steps."""
+    import json as _json
+
+    from vistune.train.run.config import load_config
+    from vistune.train.stages.engine import train
+
+    rows = {}
+    for name, use_vllm in (("transformers", False), ("vllm", True)):
+        run = out / name
+        train(load_config(path, [*overrides, f"rl.use_vllm={str(use_vllm).lower()}", f"output_dir={run}"]))
+        log = [_json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        gaps = [e["sampling/sampling_logp_difference/mean"] for e in log if "sampling/sampling_logp_difference/mean" in e]
+        rows[name] = {"seconds_per_step": (log[-1]["time"] - log[0]["time"]) / max(1, len(log) - 1),
+                      "reward": log[-1]["reward"], "logp_gap_mean": max(gaps) if gaps else None}
+    rows["vllm_speedup"] = rows["transformers"]["seconds_per_step"] / rows["vllm"]["seconds_per_step"]
+    return rows
+
+
 def plan_lines() -> list[str]:
     lines = [f"model: preset {PRESET} (tiny CLIP + SmolLM2-135M), bf16; data: synthetic shapes + long multi-turn mix"]
     for c in CHECKS:
         how = f"--compare {' '.join(c.compare)}" if c.compare else "the defaults"
         extra = f" {' '.join(c.overrides)}" if c.overrides else ""
         kind = f"{c.stage} {c.method}" if c.stage == "instruct" else c.stage
+        if c.stage == "rl":
+            lines.append(f"- {c.name}: {c.what}\n    vistune train (rl, {c.steps} steps) rl.use_vllm=false, then true")
+            continue
         lines.append(f"- {c.name}: {c.what}\n    vistune bench ({kind}) {how}{extra} --steps {c.steps} "
                      f"--warmup {c.warmup} --rounds {c.rounds}")
     return lines
@@ -133,42 +175,54 @@ def memory_check(config_path: Path) -> dict:
             "note": "no optimizer states in the measured step (one forward + backward); GPU context left out"}
 
 
+def bench_check(check: Check, path: Path) -> dict:
+    """A check's `vistune bench` run: per-variant summary, ratios, whether the loss falls, per-step loss gaps."""
+    from vistune.bench.report import ratios, summary
+    from vistune.bench.runner import bench
+
+    res = bench(str(path), check.compare, check.overrides, steps=check.steps, warmup=check.warmup,
+                rounds=check.rounds)
+    entry = {"summary": summary(res), "ratios": ratios(res), "peak": asdict(res.peak),
+             "runs": [asdict(r) for r in res.runs]}
+    entry["loss_falls"] = {r.variant: _loss_falls(r.losses) for r in res.runs if r.round == 0}
+    first = [r for r in res.runs if r.round == 0]
+    if len(first) > 1:  # same batches, same seed: the variants' per-step losses side by side
+        entry["max_loss_difference"] = {r.variant: max_difference(first[0].losses, r.losses) for r in first[1:]}
+    if check.name == "lora":
+        entry["memory"] = memory_check(path)
+    return entry
+
+
 def run_checks(out: Path, only: list[str] | None = None) -> dict:
     import torch
 
-    from vistune.bench.report import ratios, summary
-    from vistune.bench.runner import bench
     from vistune.bench.workload import write_mixed_records
+    from vistune.data_prep.synth.rl import synthesize_rl
     from vistune.train.run.preflight import environment_report
 
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    if not (data / "mixed.json").exists():
-        write_mixed_records(data, n=600, long_records=150, seed=0)
+    data, rl_data = out / "data", out / "rl-data"
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "environment": environment_report(),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "checks": {}}
     for check in CHECKS:
         if only and check.name not in only:
             continue
         path = out / f"{check.name}.yaml"
-        path.write_text(yaml.safe_dump(recipe(check, data, out / check.name)))
         start = time.perf_counter()
         try:
-            res = bench(str(path), check.compare, check.overrides, steps=check.steps, warmup=check.warmup,
-                        rounds=check.rounds)
-            entry = {"what": check.what, "summary": summary(res), "ratios": ratios(res),
-                     "peak": asdict(res.peak), "runs": [asdict(r) for r in res.runs]}
-            entry["loss_falls"] = {r.variant: _loss_falls(r.losses) for r in res.runs if r.round == 0}
-            first = [r for r in res.runs if r.round == 0]
-            if len(first) > 1:  # same batches, same seed: the variants' per-step losses side by side
-                entry["max_loss_difference"] = {r.variant: max_difference(first[0].losses, r.losses)
-                                                for r in first[1:]}
-            if check.name == "lora":
-                entry["memory"] = memory_check(path)
-        except Exception as err:  # noqa: BLE001 - one failing check must not hide the others' numbers
-            entry = {"what": check.what, "error": f"{type(err).__name__}: {err}"}
-        entry["seconds"] = round(time.perf_counter() - start, 1)
-        result["checks"][check.name] = entry
+            if check.stage == "rl":
+                if not (rl_data / "rl.json").exists():
+                    synthesize_rl(rl_data, n=128, n_heldout=4, seed=0)
+                path.write_text(yaml.safe_dump(recipe(check, rl_data, out / check.name)))
+                entry = {"rl": rl_check(path, out / check.name)}
+            else:
+                if not (data / "mixed.json").exists():
+                    write_mixed_records(data, n=600, long_records=150, seed=0)
+                path.write_text(yaml.safe_dump(recipe(check, data, out / check.name)))
+                entry = bench_check(check, path)
+        except Exception as err:  # noqa: BLE001 - one failing check (e.g. no vLLM) must not hide the others' numbers
+            entry = {"error": f"{type(err).__name__}: {err}"}
+        result["checks"][check.name] = {"what": check.what, **entry, "seconds": round(time.perf_counter() - start, 1)}
         (out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
@@ -181,6 +235,13 @@ def table(result: dict) -> str:
     for name, entry in result["checks"].items():
         if "error" in entry:
             lines.append(f"| {name} | - | - | - | - | - | - | error: {entry['error'][:80]} |")
+            continue
+        if "rl" in entry:
+            rl = entry["rl"]
+            for variant in ("transformers", "vllm"):
+                row = rl[variant]
+                lines.append(f"| {name} | {variant} rollouts | {row['seconds_per_step']:.2f} s/step | | | | "
+                             f"reward {row['reward']:.2f} | {rl['vllm_speedup']:.2f}x (vLLM) |")
             continue
         for variant, row in entry["summary"].items():
             ratio = entry["ratios"].get(variant, {}).get("samples_per_s", {}).get("median")
