@@ -136,3 +136,28 @@ def test_stats_and_convert_round_trip(tmp_path, capsys):
         back = load_records(out)
         assert [(r.id, r.images, r.turns) for r in back] == [(r.id, r.images, r.turns) for r in original]
     assert load_records(tmp_path / "l.json")[0].extra == {"question_type": "colour"}
+
+
+def test_the_doctor_checks_rl_prompts_in_both_forms(tmp_path, text_side, capsys):
+    """Stage rl's prompts: every record without an answer, with a missing image, a duplicate id or a prompt that
+    leaves no room for a completion is named; `{image, question, answer}` rows are recognised as rl prompts."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    records = [llava("good", "a.png", ("What colour?", "red")), llava("no-answer", "a.png", ("What colour?", "red")),
+               llava("no-image", "gone.png", ("What colour?", "red")), llava("good", "a.png", ("Again?", "red"))]
+    records[1]["conversations"] = records[1]["conversations"][:1]
+    path = write_json(tmp_path / "rl.json", records)
+    report = diagnose(path, text_side=text_side, max_length=128, rl=True)
+    assert report.good_ids == ["good"]
+    assert {(s.id, s.problem) for s in report.errors} == {("no-answer", "role_order"), ("no-image", "missing_image"),
+                                                          ("good", "duplicate_id")}
+    assert "no reference answer" in next(s.reason for s in report.errors if s.id == "no-answer")
+    rows = write_json(tmp_path / "rows.json", [
+        {"id": "q0", "image": "a.png", "question": "What colour?", "answer": "red"},
+        {"id": "q1", "image": "a.png", "question": "What colour?", "answer": " "},
+        {"id": "q2", "image": "a.png", "question": "word " * 200, "answer": "red"}])
+    assert main(["data", "validate", str(rows), "--max-length", "128"]) == 1
+    out = capsys.readouterr().out
+    assert "3 records, 1 good, 2 with errors" in out and "q1" in out and "q2" in out
+    assert "no reference answer" in out and "leaving none of 128 for the completion" in out

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--fix", metavar="OUT", help="write the records without errors here (LLaVA JSON); records with "
                    "a literal <image> where no image belongs are dropped, never rewritten")
     v.add_argument("--workers", type=int, default=None, help="processes for tokenising and image checks (default: every core)")
+    v.add_argument("--rl", action="store_true", help="stage rl prompts: each record's last assistant turn is its "
+                   "reference answer ({image, question, answer} rows are recognised without it)")
     v.set_defaults(func=_validate)
 
     h = sub.add_parser("shard", help="write WebDataset tar shards (KEY.json + KEY.0.jpg ...) and their index "
@@ -89,7 +91,7 @@ def _validate(args) -> int:
 
     report = diagnose(args.data, image_root=args.image_root, model=args.model, template=args.template,
                       max_length=args.max_length, fmt=args.format, workers=args.workers, arch=args.arch,
-                      keep_records=bool(args.fix), progress=True)
+                      keep_records=bool(args.fix), progress=True, rl=args.rl)
     print(report.format())
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
@@ -97,10 +99,11 @@ def _validate(args) -> int:
         print(f"report: {args.report}")
     if args.fix:
         from vistune.data_prep.batching.preference import is_preference_data
+        from vistune.data_prep.batching.rl_prompts import is_question_data
 
-        if is_preference_data(args.data, args.format):
-            print("error: --fix writes conversation records; for preference pairs, drop the ids listed above",
-                  file=sys.stderr)
+        if is_preference_data(args.data, args.format) or args.rl or is_question_data(args.data, args.format):
+            print("error: --fix writes conversation records; for preference pairs and rl prompts, drop the ids "
+                  "listed above", file=sys.stderr)
             return 2
         print(f"fixed: {write_records(report.good, args.fix, 'llava')} ({len(report.good)} records)")
     return 0 if report.ok else 1

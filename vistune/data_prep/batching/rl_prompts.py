@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vistune.data_prep.records import Record, RecordError, Turn
-from vistune.data_prep.records.readers import checked_source, iter_raw, raw_id, read_one
+from vistune.data_prep.records import Record, RecordError, SkipLog, Turn
+from vistune.data_prep.records.readers import checked_source, duplicate_error, iter_raw, raw_id, read_one
 
 
 class PromptError(ValueError):
@@ -33,27 +33,41 @@ class RLPrompt:
         return Record(id=self.id, images=[self.image], turns=self.turns, system=self.system)
 
 
-def load_rl_prompts(path: str | Path) -> list[RLPrompt]:
-    """Every record of `path` as an RLPrompt; the first bad record raises PromptError naming it."""
+def load_rl_prompts(path: str | Path, skips: SkipLog | None = None) -> list[RLPrompt]:
+    """Every record of `path` as an RLPrompt. The first bad record raises PromptError naming it, or, given `skips`
+    (the doctor), every bad record is logged there and left out."""
     path = checked_source(path, "auto")
     prompts, seen = [], set()
     for index, raw, implicit, error in iter_raw(path, "auto"):
-        where = f"{path}: record {raw_id(raw, index)!r} (#{index})"
+        rid = raw_id(raw, index)
         try:
             prompt = _question_row(raw, index) if _is_question_row(raw) else _from_record(
                 read_one(raw, index, implicit, error))
+            if prompt.id in seen:
+                raise duplicate_error(prompt)
         except RecordError as err:
             if err.problem == "role_order" and "ends with a user turn" in str(err):
                 err = RecordError("role_order", "no reference answer: the conversation must end with the assistant "
                                   "turn that holds it", err.field)
-            raise PromptError(f"{where}: {err}" + (f" (field {err.field})" if err.field else "")) from None
-        if prompt.id in seen:
-            raise PromptError(f"{where}: id {prompt.id!r} was already used by an earlier record")
+            if skips is None:
+                raise PromptError(f"{path}: record {rid!r} (#{index}): {err}"
+                                  + (f" (field {err.field})" if err.field else "")) from None
+            skips.add(id=rid, source=str(path), problem=err.problem, reason=str(err), stage="validate", index=index,
+                      field=err.field)
+            continue
         seen.add(prompt.id)
         prompts.append(prompt)
-    if not prompts:
+    if not prompts and skips is None:
         raise PromptError(f"{path}: no records")
     return prompts
+
+
+def is_question_data(path: str | Path, fmt: str = "auto") -> bool:
+    """True when the first record of `path` is an `{image, question, answer}` row."""
+    for _, raw, _, error in iter_raw(Path(path), fmt):
+        if error is None and isinstance(raw, dict):
+            return _is_question_row(raw)
+    return False
 
 
 def _is_question_row(raw) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vistune.data_prep.batching.preference import is_preference_data
+from vistune.data_prep.batching.rl_prompts import is_question_data
 from vistune.data_prep.images import load_image
 from vistune.data_prep.records import PROBLEMS, Record, RecordError
 from vistune.data_prep.records.readers import load_records
@@ -67,12 +68,13 @@ class Report:
 def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: str = "tiny",
              template: str | None = None, max_length: int = 2048, fmt: str = "auto", workers: int | None = None,
              text_side=None, arch: str = "llava", keep_records: bool = False, cache_dir: str | Path | None = None,
-             progress: bool = False) -> Report:
+             progress: bool = False, rl: bool = False) -> Report:
     """Checks every record of `data`; `image_root` defaults to the data file's directory. `arch` llava_next /
     llava_onevision counts each image's tokens by its size, as training will.
 
     Tokenisation goes through the tokenised cache (built on every core, or reused from training) unless
-    `keep_records` asks for the records themselves (--fix writes them back)."""
+    `keep_records` asks for the records themselves (--fix writes them back). `rl` reads the records as stage rl's
+    prompts with reference answers (`{image, question, answer}` rows are read so without it)."""
     from vistune.data_prep.text.text_side import load_text_side
 
     data = Path(data)
@@ -87,6 +89,9 @@ def diagnose(data: str | Path, *, image_root: str | Path | None = None, model: s
         refuse_anyres(text_side.processor, data)
         return diagnose_shards(data, text_side, chosen, max_length, workers, progress, Report)
     errors, warnings = SkipLog(), SkipLog()
+    if rl or is_question_data(data, fmt):  # rl prompts, like pairs, are checked in memory
+        return diagnose_rl_prompts(data, root, errors, template=template, max_length=max_length, workers=workers,
+                                   text_side=text_side)
     if is_preference_data(data, fmt):  # pairs are checked in memory (the cache holds conversations)
         return diagnose_pairs(data, root, errors, warnings, template=template, max_length=max_length, fmt=fmt,
                               workers=workers, text_side=text_side)
@@ -133,6 +138,38 @@ def diagnose_pairs(data: Path, root: Path, errors: SkipLog, warnings: SkipLog, *
         report.good_ids.append(pair.id)
         report.token_lengths.append(max(len(tok.chosen_ids), len(tok.rejected_ids)))
         report.images_per_record[tok.num_images] += 1
+    return report
+
+
+def diagnose_rl_prompts(data: Path, root: Path, errors: SkipLog, *, template: str | None, max_length: int,
+                        workers: int, text_side) -> Report:
+    """The doctor for stage rl's prompts: the checks its reader (an answer, one image, unique ids), image loader
+    and prompt tokeniser make; token lengths are the prompts' (the completions come on top)."""
+    from vistune.data_prep.batching.rl_prompts import load_rl_prompts
+    from vistune.data_prep.text.tokenize import encode_prompt
+
+    prompts = load_rl_prompts(data, skips=errors)
+    report = Report(str(data), len(prompts) + len(errors), errors, SkipLog())
+    records = [p.record() for p in prompts]
+    bad_images = check_images(records, root, workers)
+    chosen, tokenizer = get_template(template or text_side.template), text_side.tokenizer
+    image_tokens = text_side.image_tokens(root)
+    for record in records:
+        problem = bad_images.get(record.id)
+        if problem is None:
+            counts = image_tokens(record) if callable(image_tokens) else image_tokens
+            length = len(encode_prompt(chosen.prompt(record, tokenizer), tokenizer, counts))
+            if length >= max_length:
+                problem = RecordError("too_long", f"the prompt takes {length} tokens, leaving none of "
+                                      f"{max_length} for the completion", "conversations")
+        if problem is not None:
+            errors.add(id=record.id, source=str(data), problem=problem.problem, reason=str(problem),
+                       stage="validate", field=problem.field)
+            continue
+        report.good.append(record)
+        report.good_ids.append(record.id)
+        report.token_lengths.append(length)
+        report.images_per_record[1] += 1
     return report
 
 
