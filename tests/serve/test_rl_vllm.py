@@ -35,7 +35,7 @@ def test_vllm_rollouts_sample_from_the_policy(serve_bin, vllm_exports, tmp_path)
     assert steps[-1]["policy_vs_start"] > 5 * BF16  # ...which has moved from the start (a stale engine would fail)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 4 and all("sampling/sampling_logp_difference/mean" in e for e in log)
-    with safe_open(str(out / "vllm-start" / "model.safetensors"), "pt") as f:
+    with safe_open(str(out / "start-model" / "model.safetensors"), "pt") as f:
         assert any(k.startswith("vision_tower.vision_model.") for k in f.keys())
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(vllm_exports.base)  # the start, not vLLM's copy of it

@@ -179,8 +179,24 @@ def test_full_rl_without_a_reference_trains_the_llm(shapes, questions, instruct_
     assert not torch.equal(dict(trained.named_parameters())[name], dict(start.named_parameters())[name])
     assert all(torch.equal(a, b) for a, b in zip(trained.model.vision_tower.parameters(),
                                                  start.model.vision_tower.parameters(), strict=True))
-    with pytest.raises(ConfigError, match="rl.beta=0"):
-        train(_config(shapes, tmp_path / "full-kl", instruct_run, **{"method": "full", "rl.beta": 0.1}))
+
+
+def test_full_rl_with_a_kl_term_has_the_start_as_its_frozen_reference(shapes, questions, instruct_run, tmp_path):
+    """method full, rl.beta > 0: TRL loads the reference from the start's copy in the hub layout (start-model/);
+    the KL is 0 at step 1 and grows as the policy trains, while the copy keeps the start's weights."""
+    from transformers import LlavaForConditionalGeneration
+
+    out = tmp_path / "full-kl"
+    result = train(_config(shapes, out, instruct_run, **{"method": "full", "rl.beta": 0.1, "save_steps": 0,
+                                                         "optim.lr": 1e-3, "rl.rewards": "[tests.train.rl_rewards:length]",
+                                                         "rl.reward_weights": "[]"}))
+    kl = [json.loads(line)["kl"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert result.status == "done" and kl[0] == pytest.approx(0.0, abs=1e-6) and kl[-1] > 1e-4
+    start, _, _ = load_trained(instruct_run, merge=True)
+    copy = LlavaForConditionalGeneration.from_pretrained(out / "start-model")
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(dict(copy.named_parameters())[name], dict(start.named_parameters())[name])
+    assert not torch.equal(dict(load_trained(out)[0].named_parameters())[name], dict(start.named_parameters())[name])
 
 
 def test_qlora_rl_from_an_export(shapes, questions, instruct_run, tmp_path):

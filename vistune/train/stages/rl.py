@@ -26,6 +26,7 @@ from vistune.train.run.config import ConfigError, RunConfig
 from vistune.train.stages.rollouts import SeededSampling, rollout_seeds
 
 log = logging.getLogger(__name__)
+START_COPY = "start-model"  # <output_dir>/start-model: the start in the hub layout, for vLLM or the full reference
 
 
 def trainer_arguments(config: RunConfig) -> dict:
@@ -47,9 +48,6 @@ def build_run(config: RunConfig, skips):
 
     if config.data.packing is True or config.optim.liger is True:
         raise ConfigError("stage rl supports neither data.packing nor optim.liger: set them to false")
-    if config.method == "full" and config.rl.beta > 0:
-        raise ConfigError("stage rl with method full keeps no reference copy yet: set rl.beta=0 (no KL term) or "
-                          "use method lora / qlora (the reference is the network with the adapter disabled)")
     if config.rl.use_vllm and config.method == "qlora":
         raise ConfigError("stage rl with rl.use_vllm supports methods lora and full: vLLM would load the 4-bit start "
                           "model with its own bitsandbytes path, which vistune has not verified; use method lora, or "
@@ -98,10 +96,10 @@ def build_dataset(config: RunConfig, processor, model):
     return Dataset.from_list(rows)
 
 
-def write_vllm_start(model, processor, out: Path) -> None:
-    """The start model in the llava-hf layout, which TRL's colocated vLLM engine loads from `model.name_or_path`
-    (a run directory or a composed model is in transformers 5's in-memory layout, which vLLM does not read). vLLM
-    gets the policy's weights before every rollout; this copy only has to load."""
+def write_start_copy(model, processor, out: Path) -> None:
+    """The start model in the llava-hf layout, for the two things TRL loads from `model.name_or_path`: the
+    colocated vLLM engine (rl.use_vllm) and, with method full and rl.beta > 0, the frozen reference. A run directory
+    or a composed model is in transformers 5's in-memory layout, which vLLM does not read."""
     from vistune.train.saving.hub_layout import clean_config, write_hub_layout
 
     model.save_pretrained(out)
@@ -263,15 +261,16 @@ def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
     start_name = model.name_or_path
-    if rl.use_vllm:  # TRL's vLLM engine loads model.name_or_path: point it at the start in the hub layout
-        with kwargs["args"].main_process_first(desc="the start model for vLLM"):
-            if kwargs["args"].process_index == 0:
-                write_vllm_start(model, processor, Path(config.output_dir) / "vllm-start")
-        model.name_or_path = model.config._name_or_path = str(Path(config.output_dir) / "vllm-start")
+    if rl.use_vllm or (peft_config is None and rl.beta > 0):  # TRL will load model.name_or_path: the start's copy
+        copy, args = Path(config.output_dir) / START_COPY, kwargs["args"]
+        with args.main_process_first(desc="the start model in the hub layout"):
+            if args.process_index == 0:
+                write_start_copy(model, processor, copy)
+        model.name_or_path = model.config._name_or_path = str(copy)
     trainer = RLTrainer(model=model, reward_funcs=rewards, processing_class=processor, peft_config=peft_config,
                         image_transform=image_transform(processor, config.data.aspect), **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
         apply_stage_policy(trainer.model, "rl", config.method)
         trainer.model.peft_config["default"].base_model_name_or_path = start_name
-    model.name_or_path = model.config._name_or_path = start_name  # the vLLM engine has loaded
+    model.name_or_path = model.config._name_or_path = start_name  # vLLM and the reference have loaded
     return trainer
