@@ -54,31 +54,61 @@ def test_lora_rl_logs_rewards_per_function_and_rollout_metrics(lora_rl, instruct
     assert (result.output_dir / "checkpoint-2" / "manifest.json").is_file()
 
 
-def test_rollouts_are_the_start_models_answers_to_vistunes_prompts(shapes, questions, instruct_run, tmp_path):
-    """Near-greedy rollouts (temperature 1e-3) at step 1 are what `vistune eval` answers greedily with the start
-    model: TRL generates from vistune's prompt ids and images (a wrong template, image or image-token count would
-    change them), and the user reward gets the dataset's columns."""
+def assert_rollouts_are_eval_answers(config, start: Path, image_root: Path) -> None:
+    """Runs `config` (one step, lr 0, near-greedy, the `record` reward) and checks its rollouts against `vistune
+    eval`'s greedy answers from `start` to the same questions."""
     from tests.train import rl_rewards
     from vistune.eval import Generator
     from vistune.eval.generate import GenerationSettings
     from vistune.eval.items import EvalItem
 
     rl_rewards.SEEN.clear()
-    config = _config(shapes, tmp_path / "greedy", instruct_run, **{"optim.max_steps": 1, "save_steps": 0,
-                                                                   "rl.temperature": 1e-3, "optim.lr": 0,
-                                                                   "rl.rewards": "[tests.train.rl_rewards:record]",
-                                                                   "rl.reward_weights": "[]"})
     train(config)
     call = rl_rewards.SEEN[-1]  # the probe before training is the first call; the rollout is the last
     assert len(call["completions"]) == 8 and len(set(call["ids"])) == 2  # 2 questions x 4 generations
     rows = {r["id"]: r for r in json.loads(Path(config.data.path).read_text())}
-    model, processor, _ = load_trained(instruct_run, merge=True)
-    generator = Generator(model, processor, config.template, image_root=shapes,
+    model, processor, _ = load_trained(start, merge=True)
+    generator = Generator(model, processor, config.template, image_root=image_root,
                           settings=GenerationSettings(max_new_tokens=config.rl.max_completion_length))
     items = [EvalItem(question_id=i, prompt=rows[i]["conversations"][0]["value"].replace("<image>\n", ""),
                       image=rows[i]["image"]) for i in call["ids"]]
     assert [c.strip() for c in call["completions"]] == generator.answer(items)
     assert call["prompts"] == [item.prompt for item in items]
+
+
+GREEDY = {"optim.max_steps": 1, "save_steps": 0, "rl.temperature": 1e-3, "optim.lr": 0,
+          "rl.rewards": "[tests.train.rl_rewards:record]", "rl.reward_weights": "[]"}
+
+
+def test_rollouts_are_the_start_models_answers_to_vistunes_prompts(shapes, questions, instruct_run, tmp_path):
+    """Near-greedy rollouts (temperature 1e-3) at step 1 are what `vistune eval` answers greedily with the start
+    model: TRL generates from vistune's prompt ids and images (a wrong template, image or image-token count would
+    change them), and the user reward gets the dataset's columns."""
+    assert_rollouts_are_eval_answers(_config(shapes, tmp_path / "greedy", instruct_run, **GREEDY), instruct_run, shapes)
+
+
+def test_llava_next_rollouts_tile_each_image_as_eval_does(shapes, questions, tmp_path):
+    """A LLaVA-NeXT start: each prompt's image-token count comes from its image's size (wide images here, so the
+    tiling differs from a square's), and the rollouts, with image_sizes, are `vistune eval`'s answers."""
+    from PIL import Image
+
+    wide = tmp_path / "wide"
+    rows = json.loads((shapes / "rl.json").read_text())
+    for row in rows:
+        target = wide / row["image"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(shapes / row["image"]).convert("RGB").resize((96, 40)).save(target)
+    (wide / "rl.json").write_text(json.dumps(rows))
+    start = tmp_path / "next-instruct"
+    anyres = {"model.arch": "llava_next", "data.max_length": 512}
+    train(load_config(TINY / "instruct_lora.yaml", tiny_overrides(
+        shapes, start, **anyres, **{"model.projector": "null", "optim.max_steps": 2, "save_steps": 0})))
+    config = load_config(TINY / "rl_lora.yaml", tiny_overrides(wide, tmp_path / "rl", "rl.json", **{
+        **RL, **GREEDY, **anyres, "rl.start": start}))
+    assert_rollouts_are_eval_answers(config, start, wide)
+    result = train(load_config(TINY / "rl_lora.yaml", tiny_overrides(wide, tmp_path / "rl-train", "rl.json", **{
+        **RL, **anyres, "rl.start": start, "save_steps": 0, "optim.max_steps": 2})))
+    assert result.status == "done" and (tmp_path / "rl-train" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_kl_reference_is_the_start_model_with_the_adapter_disabled(shapes, questions, instruct_run, tmp_path):
@@ -99,7 +129,7 @@ def _prompt_batch(config, model, processor, n: int = 4) -> dict:
     from vistune.data_prep.images.inputs import image_transform
     from vistune.train.stages.rl import build_dataset
 
-    rows = build_dataset(config, processor, model).select(range(n))
+    rows = build_dataset(config, processor).select(range(n))
     width = max(len(r["prompt_ids"]) for r in rows)
     ids = torch.zeros((n, width), dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)

@@ -54,6 +54,11 @@ class AnyresTransform:
 
         return image_token_counts(self.processor, sizes)
 
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """The image an engine running the same processor (vLLM) should get: the image itself (tiling is the
+        processor's)."""
+        return img
+
     def encode(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         nested = [images] if self.onevision else images  # OneVision: a multi-image sample gets base crops only
         out = self.image_processor(images=nested, return_tensors="pt")

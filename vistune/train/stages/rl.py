@@ -42,7 +42,6 @@ def trainer_arguments(config: RunConfig) -> dict:
 def build_run(config: RunConfig, skips):
     """Model and prompt rows (no collator: TRL batches rows as they are). No packing (rows are generated), no
     Liger (TRL fuses its own log-prob head); checkpointing auto -> on."""
-    from vistune.model.compose import llava_of
     from vistune.train.run.build import BuiltRun
     from vistune.train.stages.prefer import build_model
 
@@ -56,38 +55,36 @@ def build_run(config: RunConfig, skips):
     if config.optim.gradient_checkpointing not in (True, False):
         config.optim.gradient_checkpointing = True
     model, processor = build_model(config)
-    if llava_of(model).config.model_type != "llava":
-        raise ConfigError("stage rl supports LLaVA-1.5 models (model.arch llava) for now: AnyRes prompts take their "
-                          "image-token counts from each image's size")
-    dataset = build_dataset(config, processor, model)
+    dataset = build_dataset(config, processor)
     return BuiltRun(model, processor, dataset, None, [])
 
 
-def build_dataset(config: RunConfig, processor, model):
+def build_dataset(config: RunConfig, processor):
     """datasets.Dataset of prompt rows: id, prompt (the question text), prompt_ids, image_path, answer and the
-    records' other fields (reward columns). Any unusable record or prompt is a ValueError naming it."""
+    records' other fields (reward columns). Any unusable record or prompt is a ValueError naming it. The image
+    tokens are expanded to the model's count for each image (AnyRes: from the image's size)."""
     from datasets import Dataset
 
     from vistune.data_prep import get_template, resolve_image_path
     from vistune.data_prep.batching.rl_prompts import load_rl_prompts
+    from vistune.data_prep.images.inputs import image_size, image_transform
     from vistune.data_prep.records import RecordError
     from vistune.data_prep.text.tokenize import encode_prompt
-    from vistune.model import num_image_tokens
-    from vistune.model.compose import llava_of
 
     prompts = load_rl_prompts(config.data.path)
     template, tokenizer = get_template(config.template), processor.tokenizer
     image_root = Path(config.data.image_root or Path(config.data.path).parent)
-    n_image = num_image_tokens(llava_of(model))
+    transform = image_transform(processor, config.data.aspect)
     columns = sorted({k for p in prompts for k, v in p.extra.items() if isinstance(v, (str, int, float, bool))})
     rows = []
     for p in prompts:
         where = f"{config.data.path}: record {p.id!r}"
         try:
             image = str(resolve_image_path(p.image, image_root))
+            counts = transform.token_counts([image_size(p.image, image_root)])
         except RecordError as err:
             raise ValueError(f"{where}: {err}") from None
-        ids = encode_prompt(template.prompt(p.record(), tokenizer), tokenizer, n_image)
+        ids = encode_prompt(template.prompt(p.record(), tokenizer), tokenizer, counts)
         if len(ids) + config.rl.max_completion_length > config.data.max_length:
             raise ValueError(f"{where}: the prompt takes {len(ids)} tokens; with rl.max_completion_length "
                              f"{config.rl.max_completion_length} it exceeds data.max_length {config.data.max_length}")
@@ -126,8 +123,8 @@ def stop_token_ids(processor, template_name: str) -> list[int]:
 class ImagePrompts:
     """The methods of TRL's GRPOTrainer that read prompts, for vistune's tokenised prompt rows with images."""
 
-    image_transform = None  # vistune.data_prep.images.inputs.FixedTransform (set in make_trainer)
-    _rollout_pixels: torch.Tensor | None = None  # the images of the generation batch being scored
+    image_transform = None  # vistune.data_prep.images.inputs.FixedTransform / AnyresTransform (set in make_trainer)
+    _rollout_vision: dict | None = None  # pixel_values (+ image_sizes, AnyRes) of the generation batch being scored
     _rollout_images: list | None = None  # the same as PIL images after data.aspect's step (vLLM takes those)
     _rollout_ids: list[list[int]] | None = None  # the prompts' token ids
     _rollout_seeds: list[int] | None = None  # each row's sampling seed
@@ -140,21 +137,29 @@ class ImagePrompts:
         for row in inputs:
             with Image.open(row["image_path"]) as img:
                 images.append(img.convert("RGB"))
-        dtype = next(llava_of(self.model).model.vision_tower.parameters()).dtype
-        self._rollout_pixels = self.image_transform.encode(images)["pixel_values"].to(self.accelerator.device, dtype)
+        self._rollout_vision = self._vision_inputs(images)
         self._rollout_ids = [list(row["prompt_ids"]) for row in inputs]
         self._rollout_images = [[self.image_transform.geometry(img)] for img in images]
         self._rollout_seeds = self._seeds([str(row["id"]) for row in inputs])
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
-            pixels, self._rollout_pixels, self._rollout_images = self._rollout_pixels, None, None
-        output["pixel_values"] = pixels  # split and shuffled with the other rows by TRL
+            vision, self._rollout_vision, self._rollout_images = self._rollout_vision, None, None
+        output.update(vision)  # split and shuffled with the other rows by TRL
         return output
+
+    def _vision_inputs(self, images: list) -> dict:
+        """pixel_values (one image per row; AnyRes crops padded to the batch's most) and, AnyRes, image_sizes."""
+        from vistune.data_prep.images.inputs import collate_images
+
+        vision = collate_images([self.image_transform.encode([img]) for img in images])
+        vision.pop("batch_num_images", None)  # OneVision: one image per row is its default
+        dtype = next(llava_of(self.model).model.vision_tower.parameters()).dtype
+        return {k: v.to(self.accelerator.device, dtype if v.is_floating_point() else None) for k, v in vision.items()}
 
     def _tokenize_prompts(self, prompts: list):
         """(prompt ids, images, multimodal fields) as TRL's generation wants them: vistune's ids and pixels."""
-        return self._rollout_ids, None, {"pixel_values": self._rollout_pixels}
+        return self._rollout_ids, None, dict(self._rollout_vision)
 
     def _seeds(self, ids: list[str]) -> list[int]:
         """Each row's sampling seed (vistune.train.stages.rollouts): the same for a row whatever process holds it."""
@@ -190,7 +195,7 @@ class ImagePrompts:
                                           generation_kwargs=self.generation_kwargs,
                                           gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
               as model, torch.no_grad()):
-            out = model.generate(input_ids=input_ids, attention_mask=mask, pixel_values=self._rollout_pixels,
+            out = model.generate(input_ids=input_ids, attention_mask=mask, **self._rollout_vision,
                                  generation_config=config, logits_processor=LogitsProcessorList([sampling]))
         completions = []
         for row in out[:, width:].tolist():  # each completion up to and including its first stop token
@@ -217,7 +222,9 @@ class ImagePrompts:
         """TRL's log-probs, one image per row; the forwards it runs while scoring a rollout (old / reference
         log-probs) get the rollout's images, which TRL would only have from its own processor."""
         if pixel_values is None:
-            pixel_values = self._rollout_pixels
+            pixel_values = self._rollout_vision["pixel_values"]
+            if "image_sizes" in self._rollout_vision:
+                kwargs["image_sizes"] = self._rollout_vision["image_sizes"]
         return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                           batch_size, compute_entropy, compute_aux_loss,
                                                           pixel_values=pixel_values,
