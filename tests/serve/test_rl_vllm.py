@@ -21,11 +21,13 @@ BF16 = 2 ** -7  # vLLM's CPU build runs a float32 model in bfloat16 (its "auto" 
 @pytest.mark.slow
 def test_vllm_rollouts_sample_from_the_policy(serve_bin, vllm_exports, tmp_path):
     out = tmp_path / "rl-vllm"
-    env = {**vllm_env(), "PYTHONPATH": str(REPO)}
+    # the reward module by its file's folder: lmms-eval's dependency latex2sympy2 installs a top-level `tests`
+    # package into .venv-serve, which shadows this repository's (a namespace package)
+    env = {**vllm_env(), "PYTHONPATH": str(REPO / "tests" / "train")}
     cmd = [str(serve_bin / "python"), str(DRIVER), str(tmp_path / "weights.json"), f"output_dir={out}",
            f"data.path={vllm_exports.rl_data}", f"data.image_root={vllm_exports.rl_data.parent}",
            f"rl.start={vllm_exports.base}", "save_steps=0", "optim.max_steps=4", "optim.lr=1e-2", "rl.use_vllm=true",
-           "rl.rewards=[tests.train.rl_rewards:length]", "rl.reward_weights=[]"]
+           "rl.rewards=[rl_rewards:length]", "rl.reward_weights=[]"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     steps = json.loads((tmp_path / "weights.json").read_text())["steps"]
