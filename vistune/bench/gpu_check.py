@@ -85,8 +85,6 @@ def rl_check(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> dict:
     """The rl recipe with transformers rollouts, then with vLLM's (colocate): seconds per step after the first
     (vLLM's start-up and the first weight copy are in step 1), the last reward, vLLM's largest mean log-prob gap
     to the policy over the steps."""
-    import json as _json
-
     from vistune.train.run.config import load_config
     from vistune.train.stages.engine import train
 
@@ -94,7 +92,7 @@ def rl_check(path: Path, out: Path, overrides: tuple[str, ...] = ()) -> dict:
     for name, use_vllm in (("transformers", False), ("vllm", True)):
         run = out / name
         train(load_config(path, [*overrides, f"rl.use_vllm={str(use_vllm).lower()}", f"output_dir={run}"]))
-        log = [_json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         gaps = [e["sampling/sampling_logp_difference/mean"] for e in log if "sampling/sampling_logp_difference/mean" in e]
         rows[name] = {"seconds_per_step": (log[-1]["time"] - log[0]["time"]) / max(1, len(log) - 1),
                       "reward": log[-1]["reward"], "logp_gap_mean": max(gaps) if gaps else None}

@@ -1,14 +1,16 @@
 """The rl stage: online RL with verifiable rewards (GRPO family) for a trained LLaVA, on TRL's GRPOTrainer.
 
-TRL does the rollouts, the group-normalised advantages, the loss (`rl.loss_type`: grpo, dr_grpo, dapo, bnpo) and
-its metrics; the rewards are vistune.train.loop.rewards'. The seam with TRL is `ImagePrompts`: rows arrive with their
-prompt already tokenised by the stage-2 template (`prompt_ids`: vistune's rendering and image-token expansion, as
-`vistune eval` asks questions) and an image path; `_tokenize_prompts` hands TRL those ids and the images that
-vistune's transform (`data.aspect`) makes, and every forward (policy, old and reference log-probs) gets the same
-`pixel_values`, one image per completion row. TRL's own path (the processor's chat template and image
-processor) is never used. With LoRA / QLoRA TRL attaches the adapter and the reference (`rl.beta` > 0) is the
-network with the adapter disabled; `rl.beta` = 0 needs no reference at all. With `rl.use_vllm` (GPU) TRL
-generates with vLLM in colocate mode from the same token ids and images.
+TRL does the group-normalised advantages, the loss (`rl.loss_type`: grpo, dr_grpo, dapo, bnpo) and its metrics; the
+rewards are vistune.train.loop.rewards'. The seam with TRL is `ImagePrompts`: rows arrive with their prompt already
+tokenised by the stage-2 template (`prompt_ids`: vistune's rendering and image-token expansion, as `vistune eval`
+asks questions) and an image path; every forward (rollout, policy, old and reference log-probs) gets the images
+that vistune's transform (`data.aspect`, or AnyRes tiling with `image_sizes`) makes, one image per completion row.
+TRL's own path (the processor's chat template and image processor) is never used. The transformers rollout samples
+each completion from its own seeded stream (rollouts.py), so any process layout draws the same completions. With
+LoRA / QLoRA TRL attaches the adapter and the reference (`rl.beta` > 0) is the network with the adapter disabled;
+with full, TRL loads a frozen reference from the start's hub-layout copy; `rl.beta` = 0 needs no reference at all.
+With `rl.use_vllm` TRL generates with vLLM in colocate mode from the same token ids and images, the engine loaded
+from that copy and given the policy's weights under their hub names before every rollout.
 """
 
 from __future__ import annotations
@@ -269,11 +271,11 @@ def make_trainer(config: RunConfig, **kwargs) -> VistuneTrainer:
     peft_config = lora_config(model, lora_settings(config)) if uses_lora(config) else None
     start_name = model.name_or_path
     if rl.use_vllm or (peft_config is None and rl.beta > 0):  # TRL will load model.name_or_path: the start's copy
-        copy, args = Path(config.output_dir) / START_COPY, kwargs["args"]
+        start_copy, args = Path(config.output_dir) / START_COPY, kwargs["args"]
         with args.main_process_first(desc="the start model in the hub layout"):
             if args.process_index == 0:
-                write_start_copy(model, processor, copy)
-        model.name_or_path = model.config._name_or_path = str(copy)
+                write_start_copy(model, processor, start_copy)
+        model.name_or_path = model.config._name_or_path = str(start_copy)
     trainer = RLTrainer(model=model, reward_funcs=rewards, processing_class=processor, peft_config=peft_config,
                         image_transform=image_transform(processor, config.data.aspect), **kwargs)
     if peft_config is not None:  # only the adapter trains: the adapter-free network must stay the reference
