@@ -283,3 +283,35 @@ def test_two_deepspeed_processes_train_as_one_process(zero, one_process_rl, shap
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_killed_rl_run_resumes_with_the_same_rollouts(shapes, questions, instruct_run, tmp_path):
+    """kill -9 after checkpoint 2, then `resume: auto`: steps 3-4 draw the rollouts the uninterrupted run drew (the
+    rollout seeds are the step's and the prompt's) and log the same loss, rewards and KL; the adapters match."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.train.conftest import subprocess_env
+
+    run = {**RL, "optim.max_steps": 4, "save_steps": 2, "rl.beta": 0.1, "optim.lr": 2e-2, "rl.start": instruct_run,
+           "rl.rewards": "[tests.train.rl_rewards:length, exact]", "rl.reward_weights": "[]"}
+    reference, out = tmp_path / "reference", tmp_path / "killed"
+    train(load_config(TINY / "rl_lora.yaml", tiny_overrides(shapes, reference, "rl.json", **run)))
+    helper = Path(__file__).with_name("run_with_signal.py")
+    proc = subprocess.run([sys.executable, str(helper), str(TINY / "rl_lora.yaml"), "2", "SIGKILL",
+                           *tiny_overrides(shapes, out, "rl.json", **run)], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    result = train(load_config(TINY / "rl_lora.yaml", tiny_overrides(shapes, out, "rl.json", **run)))
+    assert result.status == "done" and result.global_step == 4
+    keys = ("loss", "reward", "kl", "grad_norm", "completions/mean_length")
+    expected, got = ({e["step"]: {k: e[k] for k in keys} for e in map(json.loads, (o / "log.jsonl").read_text()
+                                                                      .splitlines())} for o in (reference, out))
+    assert len({e["reward"] for e in expected.values()}) > 1
+    for step in (3, 4):
+        assert got[step] == pytest.approx(expected[step], abs=1e-4), step
+    a, b = (load_file(o / "adapter" / "adapter_model.safetensors") for o in (reference, out))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
