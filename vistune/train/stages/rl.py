@@ -72,18 +72,21 @@ def build_dataset(config: RunConfig, processor):
     from vistune.data_prep.images.inputs import image_size, image_transform
     from vistune.data_prep.records import RecordError
     from vistune.data_prep.text.tokenize import encode_prompt
+    from vistune.model.anyres import is_anyres
 
     prompts = load_rl_prompts(config.data.path)
     template, tokenizer = get_template(config.template), processor.tokenizer
     image_root = Path(config.data.image_root or Path(config.data.path).parent)
     transform = image_transform(processor, config.data.aspect)
+    # LLaVA-1.5 has one count for every image: no image is opened here; AnyRes counts from each image's size
+    fixed = None if is_anyres(processor) else transform.token_counts([(0, 0)])
     columns = sorted({k for p in prompts for k, v in p.extra.items() if isinstance(v, (str, int, float, bool))})
     rows = []
     for p in prompts:
         where = f"{config.data.path}: record {p.id!r}"
         try:
             image = str(resolve_image_path(p.image, image_root))
-            counts = transform.token_counts([image_size(p.image, image_root)])
+            counts = fixed or transform.token_counts([image_size(p.image, image_root)])
         except RecordError as err:
             raise ValueError(f"{where}: {err}") from None
         ids = encode_prompt(template.prompt(p.record(), tokenizer), tokenizer, counts)
